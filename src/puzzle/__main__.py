@@ -1,0 +1,5 @@
+import sys
+
+from puzzle.cli import main
+
+sys.exit(main())

@@ -1,0 +1,20 @@
+# The embedded default trains its own tiny parent; real configs point parent.path at a checkpoint.
+rule parent:
+    input:
+        tokenizer=f"{R}/data/tokenizer",
+        shards=expand(f"{R}/data/{CORPUS}/{{split}}.bin", split=SPLITS),
+    output:
+        directory(f"{R}/parent"),
+    params:
+        cfg=pzc.cli_arg(config, "parent", "seed", "threads", "device", "data.source", "data.corpus"),
+        data=lambda w, input: os.path.dirname(input.tokenizer),
+    log:
+        f"{R}/logs/parent.log",
+    threads: config["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../envs/puzzle.yaml"
+    shell:
+        "python -m puzzle parent --cfg {params.cfg} --data {params.data} --out {output} > {log} 2>&1"
