@@ -1,0 +1,283 @@
+"""Evaluate stage: quality and measured generation throughput of a parent and its children, in one job.
+
+    python -m puzzle evaluate --cfg JSON --parent PARENT --model child=CHILD --model gkd=GKD \\
+        --test test.bin [--solution solution.json] --out EVAL_DIR
+    python -m puzzle evaluate --summarize EVAL_DIR [EVAL_DIR ...] --out eval/summary.csv
+
+Quality, on the same fixed windows of the test shard for every model (nats per token):
+    lm_loss    mean next-token cross-entropy
+    kl         mean KL(parent || model) of the next-token distributions (the parent's is exactly 0)
+    token_acc  fraction of positions whose argmax is the next token
+
+Throughput: output tokens/s of `generate` (greedy, KV cache, exactly output_len new tokens) for each
+scenario (batch, input_len, output_len): the search solution's own scenario and `evaluate.scenarios`.
+Models take turns within every repeat (interleaved, the order rotating) and the median is kept, so
+the parent and its children meet the same machine load; models with the same architecture share
+one measurement. Retained quality is model / parent for token_acc and parent / model for lm_loss
+(both "higher is better", 100% = the parent's); the throughput ratio is model / parent tokens/s.
+
+Writes EVAL_DIR/{name}.json per model (parent.json included); `--summarize` gathers runs into one
+CSV table. lm-eval-harness tasks (`evaluate.lm_eval_tasks`) run only when `lm-eval` is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from puzzle import config as config_mod
+from puzzle import metrics
+from puzzle.data import read_shard
+from puzzle.io import read_json, write_csv, write_json
+from puzzle.training import fixed_windows, pick_device
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+# ---- quality -------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def quality(model: Any, parent: Any, windows: torch.Tensor, batch: int) -> dict[str, float]:
+    """lm_loss, kl (to `parent`) and token_acc of `model` on `windows` (each predicts tokens 1..T)."""
+    device = next(model.parameters()).device
+    nll = kl = correct = 0.0
+    for i in range(0, len(windows), batch):
+        x = windows[i : i + batch].to(device)
+        ids, targets = x[:, :-1], x[:, 1:]
+        logits = model(input_ids=ids).logits
+        parent_logits = logits if model is parent else parent(input_ids=ids).logits
+        nll += float(metrics.next_token_nll(logits, targets).sum())
+        kl += float(metrics.forward_kl(parent_logits, logits).sum())
+        correct += float(metrics.next_token_correct(logits, targets).sum())
+    tokens = windows[:, 1:].numel()
+    return {"lm_loss": nll / tokens, "kl": kl / tokens, "token_acc": correct / tokens, "tokens": tokens}
+
+
+# ---- throughput ----------------------------------------------------------------------------------
+
+
+def scenarios(cfg: dict[str, Any], solution: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The solution's own scenario (when `evaluate.solution_scenario`) and `evaluate.scenarios`."""
+    out = []
+    if solution is not None and cfg["evaluate"]["solution_scenario"]:
+        s = solution["scenario"]
+        out.append({"name": s["name"], "batch": s["batch"], "input_len": s["input_len"], "output_len": s["output_len"]})
+    out += [dict(s) for s in cfg["evaluate"]["scenarios"] if dict(s) not in out]
+    return out
+
+
+def scenario_key(s: dict[str, Any]) -> str:
+    return f"{s['name']}_b{s['batch']}"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def generation_seconds(model: Any, prompts: torch.Tensor, output_len: int) -> float:
+    """Wall time of one greedy, KV-cached generation of exactly `output_len` tokens per prompt."""
+    device = next(model.parameters()).device
+    _sync(device)
+    t0 = time.perf_counter()
+    out = model.generate(
+        input_ids=prompts,
+        attention_mask=torch.ones_like(prompts),
+        do_sample=False,
+        use_cache=True,
+        max_new_tokens=output_len,
+        min_new_tokens=output_len,  # no early stop at EOS: every model does the same work
+        pad_token_id=model.generation_config.eos_token_id,
+    )
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    if out.shape[1] != prompts.shape[1] + output_len:
+        raise RuntimeError(f"generate returned {out.shape[1] - prompts.shape[1]} tokens, expected {output_len}")
+    return seconds
+
+
+def architecture(model: Any) -> str:
+    """Models with equal architectures run at the same speed: one measurement serves them all."""
+    return json.dumps([type(model).__name__, getattr(model.config, "block_configs", None)], sort_keys=True)
+
+
+def throughput(
+    models: dict[str, Any], scenario_list: list[dict[str, Any]], tokens: Any, repeats: int, warmup: int
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """{model: {scenario key: {batch, input_len, output_len, tokens_per_s (median), seconds}}}."""
+    reps: dict[str, str] = {}
+    for name, model in models.items():
+        reps.setdefault(architecture(model), name)
+    timed = list(reps.values())
+    result: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in models}
+    for s in scenario_list:
+        device = next(models[timed[0]].parameters()).device
+        prompts = fixed_windows(tokens, s["batch"], s["input_len"])
+        prompts = prompts.repeat((s["batch"] + len(prompts) - 1) // len(prompts), 1)[: s["batch"]].to(device)
+        seconds: dict[str, list[float]] = {name: [] for name in timed}
+        for name in timed:
+            for _ in range(warmup):
+                generation_seconds(models[name], prompts, s["output_len"])
+        for r in range(repeats):
+            for name in timed[r % len(timed) :] + timed[: r % len(timed)]:
+                seconds[name].append(generation_seconds(models[name], prompts, s["output_len"]))
+        for name, model in models.items():
+            runs = seconds[reps[architecture(model)]]
+            result[name][scenario_key(s)] = {
+                **{k: s[k] for k in ("batch", "input_len", "output_len")},
+                "tokens_per_s": s["batch"] * s["output_len"] / statistics.median(runs),
+                "seconds": runs,
+                "measured_as": reps[architecture(model)],
+            }
+    return result
+
+
+# ---- lm-eval-harness (optional) ------------------------------------------------------------------
+
+
+def lm_eval_scores(model: Any, tokenizer_dir: str, e_cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """lm-eval-harness results of `evaluate.lm_eval_tasks` through its Hugging Face adapter, on task
+    data that `evaluate.lm_eval_include_path` defines locally; None when no task is configured."""
+    if not e_cfg["lm_eval_tasks"]:
+        return None
+    try:
+        import lm_eval
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        print("evaluate.lm_eval_tasks: lm-eval is not installed (pip install lm-eval); skipped")
+        return {"skipped": "lm-eval is not installed"}
+    from puzzle.data import load_tokenizer
+
+    lm = HFLM(pretrained=model, tokenizer=load_tokenizer(tokenizer_dir), batch_size=e_cfg["batch_size"])
+    res = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=list(e_cfg["lm_eval_tasks"]),
+        task_manager=TaskManager(include_path=e_cfg["lm_eval_include_path"]),
+        limit=e_cfg["lm_eval_limit"],
+    )
+    return res["results"]
+
+
+# ---- the stage -----------------------------------------------------------------------------------
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`auto` = float32 on CPU, bfloat16 on a GPU."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return _DTYPES[name]
+
+
+def load_model(path: str | Path, device: torch.device, dtype: torch.dtype) -> Any:
+    from transformers import AutoModelForCausalLM  # nemotron-nas is registered by `import puzzle`
+
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, use_safetensors=True).to(device).eval()
+
+
+def relative(row: dict[str, Any], parent: dict[str, Any]) -> dict[str, Any]:
+    """Throughput ratios and retained quality (%) of one model against the parent."""
+    q, pq = row["quality"], parent["quality"]
+    return {
+        "throughput_ratio": {
+            k: v["tokens_per_s"] / parent["throughput"][k]["tokens_per_s"] for k, v in row["throughput"].items()
+        },
+        "retained_pct": {"token_acc": 100 * q["token_acc"] / pq["token_acc"], "lm_loss": 100 * pq["lm_loss"] / q["lm_loss"]},
+    }
+
+
+def evaluate(
+    cfg: dict[str, Any], parent_dir: str, model_dirs: dict[str, str], test_shard: str, solution_path: str | None, out_dir: str
+) -> dict[str, dict[str, Any]]:
+    """Evaluate the parent and `model_dirs` ({name: checkpoint}); writes out_dir/{name}.json."""
+    e = cfg["evaluate"]
+    torch.set_num_threads(cfg["threads"])
+    device = pick_device(cfg["device"])
+    dtype = resolve_dtype(e["dtype"], device)
+    if "parent" in model_dirs:
+        raise ValueError("--model parent=...: the name 'parent' is taken by --parent")
+    dirs = {"parent": parent_dir, **model_dirs}
+    models = {name: load_model(path, device, dtype) for name, path in dirs.items()}
+    tokens = read_shard(test_shard)
+    windows = fixed_windows(tokens, e["test_windows"], e["seq_len"] + 1)
+    solution = read_json(solution_path) if solution_path else None
+    scenario_list = scenarios(cfg, solution)
+    speeds = throughput(models, scenario_list, tokens, e["repeats"], e["warmup"])
+
+    rows: dict[str, dict[str, Any]] = {}
+    for name, model in models.items():
+        rows[name] = {
+            "model": name,
+            "path": str(dirs[name]),
+            "solution": str(solution_path) if solution_path else None,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "device": str(device),
+            "dtype": str(dtype).removeprefix("torch."),
+            "quality": {**quality(model, models["parent"], windows, e["batch_size"]), "windows": len(windows), "shard": str(test_shard)},
+            "throughput": speeds[name],
+            "lm_eval": lm_eval_scores(model, dirs[name], e),
+        }
+        rows[name].update(relative(rows[name], rows["parent"]))
+    for name, row in rows.items():
+        write_json(Path(out_dir) / f"{name}.json", row)
+    return rows
+
+
+def summarize(run_dirs: list[str], out_csv: str) -> pd.DataFrame:
+    """One row per (run, model): quality, retained %, tokens/s and throughput ratio per scenario."""
+    records = []
+    root = Path(out_csv).parent
+    for d in map(Path, run_dirs):
+        files = sorted(d.glob("*.json"), key=lambda p: (p.stem != "parent", p.stem))
+        if not files:
+            raise FileNotFoundError(f"{d}: no evaluation JSON files")
+        for f in files:
+            r = read_json(f)
+            rec = {"run": str(d.relative_to(root)) if d.is_relative_to(root) else str(d), "model": r["model"]}
+            rec.update({k: r["quality"][k] for k in ("lm_loss", "kl", "token_acc")})
+            rec.update({f"retained_{k}_pct": v for k, v in r["retained_pct"].items()})
+            rec["parameters"] = r["parameters"]
+            for key, t in r["throughput"].items():
+                rec[f"tok_s_{key}"] = t["tokens_per_s"]
+                rec[f"ratio_{key}"] = r["throughput_ratio"][key]
+            records.append(rec)
+    frame = pd.DataFrame(records)
+    write_csv(out_csv, frame)
+    return frame
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config_mod.add_arguments(parser)
+    parser.add_argument("--parent", help="parent HF checkpoint folder (the reference of kl and ratios)")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=DIR", help="a model to evaluate (repeatable)")
+    parser.add_argument("--test", help="test token shard (test.bin)")
+    parser.add_argument("--solution", help="solution.json of the children: its scenario is timed")
+    parser.add_argument("--summarize", nargs="+", metavar="EVAL_DIR", help="gather evaluated runs into the CSV --out")
+    parser.add_argument("--out", required=True, help="output folder ({name}.json), or the CSV with --summarize")
+
+
+def main(args: argparse.Namespace) -> None:
+    if args.summarize:
+        frame = summarize(args.summarize, args.out)
+        print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        return
+    if not (args.parent and args.test):
+        raise config_mod.ConfigError("config error: evaluate needs --parent and --test (or --summarize)")
+    pairs = [m.split("=", 1) for m in args.model]
+    if any(len(p) != 2 or not p[0] for p in pairs):
+        raise config_mod.ConfigError(f"config error: --model {args.model}: expected NAME=DIR")
+    cfg = config_mod.from_args(args)
+    rows = evaluate(cfg, args.parent, dict(pairs), args.test, args.solution, args.out)
+    for name, r in rows.items():
+        q = r["quality"]
+        speed = ", ".join(f"{k} {v:.2f}x" for k, v in r["throughput_ratio"].items())
+        print(f"{name}: lm_loss {q['lm_loss']:.4f}, kl {q['kl']:.4f}, token_acc {q['token_acc']:.4f}; speed {speed}")

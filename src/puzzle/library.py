@@ -1,0 +1,73 @@
+"""The block library's layout: which entries a layer has, which need training, where their files are.
+
+Decoupled BLD (the default) gives one entry per subblock variant (`attn_kv1`, `ffn_50`, ...);
+coupled BLD gives one per (attention, FFN) composition (`attn_kv1+ffn_50`). Imports no torch:
+the Snakefile plans the library's outputs from it, and later stages find their files with it.
+
+    library/layer_{i}/{entry}.safetensors   the subblock tensors, Nemotron-NAS names without
+                                            the `model.layers.{i}.` prefix (none for a no-op)
+    library/layer_{i}/{entry}.json          how it was made: init, training curve, nMSE, time
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from puzzle import blocks
+
+EXTENSIONS = ("safetensors", "json")
+
+
+def parent_shape(parent_cfg: dict[str, Any]) -> blocks.ParentShape:
+    return blocks.ParentShape.from_config(parent_cfg)
+
+
+def entries(cfg: dict[str, Any], parent: blocks.ParentShape, kind: str | None = None) -> list[str]:
+    """Library entries of one layer, in a stable order: subblock variants (decoupled, optionally one
+    `kind`, 'attention' or 'ffn') or attention+ffn compositions (coupled)."""
+    attn, ffn = blocks.search_space(parent, cfg["search_space"])
+    if cfg["bld"]["mode"] == "coupled":
+        return [blocks.composition(a, f) for a in attn for f in ffn]
+    return {None: attn + ffn, "attention": attn, "ffn": ffn}[kind]
+
+
+def subblocks(entry: str) -> tuple[str | None, str | None]:
+    """(attention variant, ffn variant) of an entry; None for the subblock a decoupled entry leaves out."""
+    if "+" in entry:
+        return blocks.split_composition(entry)
+    return (entry, None) if blocks.kind_of(entry) == "attention" else (None, entry)
+
+
+def needs_training(entry: str, parent: blocks.ParentShape) -> bool:
+    """Entries made only of parent subblocks are copied and those made only of no-ops are empty; the
+    rest are trained. In coupled mode a parent subblock beside a replaced one trains with it, as one block."""
+    parts = [p for p in subblocks(entry) if p is not None]
+    all_parent = all(p in blocks.parent_variants(parent) for p in parts)
+    all_noop = all(p in (blocks.ATTN_NOOP, blocks.FFN_NOOP) for p in parts)
+    return not (all_parent or all_noop)
+
+
+def block_config(entry: str, parent: blocks.ParentShape, multiple: int) -> dict[str, Any]:
+    """The Nemotron-NAS entries this library entry fills: {"attention": ...}, {"ffn": ...} or both."""
+    attn, ffn = subblocks(entry)
+    out: dict[str, Any] = {}
+    if attn is not None:
+        out["attention"] = blocks.attention_config(attn, parent)
+    if ffn is not None:
+        out["ffn"] = blocks.ffn_config(ffn, parent, multiple)
+    return out
+
+
+def layer_dir(library_dir: str | os.PathLike, layer: int) -> Path:
+    return Path(library_dir) / f"layer_{layer}"
+
+
+def entry_path(library_dir: str | os.PathLike, layer: int, entry: str, ext: str = "safetensors") -> Path:
+    return layer_dir(library_dir, layer) / f"{entry}.{ext}"
+
+
+def output_files(library_dir: str, num_layers: int, names: list[str]) -> list[str]:
+    """Every library file of every layer (what the Snakefile's `all` asks for)."""
+    return [str(entry_path(library_dir, i, n, ext)) for i in range(num_layers) for n in names for ext in EXTENSIONS]

@@ -1,0 +1,424 @@
+"""Replace-1-block scoring: the parent with only layer i's block replaced, on held-out tokens.
+
+For every layer i and every (attention, FFN) composition of the search space, the parent with only
+that block swapped in is compared with the parent on fixed windows of the valid shard:
+
+    kl         KL(parent || model) per token, mean, nats (the search's default objective)
+    lm_loss    next-token cross-entropy, mean, nats
+    token_acc  next-token (argmax) accuracy
+
+Cost: a candidate never pays a full forward. Per window chunk, the parent runs once (embeddings,
+layers, head); its hidden state at the input of layer i is kept, and each candidate runs only its
+own layer i and the parent's layers i+1..L-1 and head. Within layer i, the attention output of an
+attention variant is shared by all FFN variants composed with it. The parent's next-token
+distribution p enters through three per-token quantities, so nothing of vocabulary size is cached:
+
+    KL(p || q) = [p.z_p - lse(z_p)] - [p.z_q - lse(z_q)],   p.z = (p @ W_head) . norm(h)
+
+with z = W_head norm(h) the logits. The parent's block in layer i runs through exactly the same
+code path as the parent itself, so its KL is exactly 0.0 (and its LM loss the parent's).
+
+Library files (written by the `bld` stage) hold one subblock's tensors under per-layer
+Nemotron-NAS names without the `model.layers.{i}.` prefix:
+  decoupled: layer_{i}/{attention}.safetensors and layer_{i}/{ffn}.safetensors, composed here;
+  coupled:   layer_{i}/{attention}+{ffn}.safetensors (one block); used when present.
+A no-op subblock has no tensors (its file may be absent).
+
+    python -m puzzle score --cfg JSON --parent DIR --data DIR --library DIR --layer 3 --out layer_3.csv
+    python -m puzzle score --cfg JSON --parent DIR --data DIR --library DIR --out scores.csv  (all layers)
+    python -m puzzle score --merge layer_0.csv layer_1.csv ... --out scores.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from puzzle import blocks
+from puzzle import config as config_mod
+
+COLUMNS = ["layer", "attention", "ffn", "kl", "lm_loss", "token_acc"]
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+# ---- models and subblocks -----------------------------------------------------------------------
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`auto` = float32 on CPU, bfloat16 on a GPU."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return _DTYPES[name]
+
+
+def load_parent(path: str | Path, device: torch.device, dtype: torch.dtype) -> Any:
+    """The parent as a DeciLMForCausalLM (a Llama-family checkpoint is converted in memory)."""
+    from transformers import AutoModelForCausalLM
+
+    from puzzle.nemotron_nas import DeciLMForCausalLM
+
+    path = Path(path)
+    cfg = json.loads((path / "config.json").read_text())
+    if cfg.get("model_type") == "nemotron-nas":
+        model = DeciLMForCausalLM.from_pretrained(path, dtype=dtype)
+    else:
+        from puzzle.convert import llama_to_decilm
+
+        model = llama_to_decilm(AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True))
+    # Every forward here passes no mask: only SDPA then attends causally (eager would not).
+    model.config._attn_implementation = "sdpa"
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def parent_shape(model: Any) -> blocks.ParentShape:
+    """Shape of a DeciLM parent whose every layer is the parent's block (block 0 read)."""
+    c = model.config
+    return blocks.ParentShape(
+        hidden_size=c.hidden_size,
+        num_attention_heads=c.num_attention_heads,
+        num_key_value_heads=c.num_key_value_heads_of(0),
+        intermediate_size=c.intermediate_size_of(0),
+        num_hidden_layers=c.num_hidden_layers,
+    )
+
+
+def subblock_layer(
+    model: Any, layer: int, attention: str, ffn: str, tensors: dict[str, torch.Tensor], multiple: int
+) -> Any:
+    """A DeciLMDecoderLayer of block (attention, ffn) in position `layer`, holding exactly `tensors`."""
+    from puzzle.nemotron_nas import DeciLMDecoderLayer
+
+    shape = parent_shape(model)
+    cfg = model.config.with_block_config(layer, blocks.block_config(attention, ffn, shape, multiple))
+    p = next(model.parameters())
+    module = DeciLMDecoderLayer(cfg, layer).to(device=p.device, dtype=p.dtype)
+    missing, unexpected = module.load_state_dict(
+        {k: v.to(device=p.device, dtype=p.dtype) for k, v in tensors.items()}, strict=False
+    )
+    if missing or unexpected:
+        raise ValueError(
+            f"layer {layer} block ({attention}, {ffn}): library tensors do not match the block: "
+            f"missing {sorted(missing)}, unexpected {sorted(unexpected)}"
+        )
+    return module.eval()
+
+
+def read_library_file(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path), device="cpu")
+
+
+def library_paths(
+    library_dir: str | Path, layer: int, attentions: list[str], ffns: list[str], coupled: bool
+) -> list[Path]:
+    """The library files that scoring layer `layer` reads (no-op subblocks need none)."""
+    d = Path(library_dir) / f"layer_{layer}"
+    if coupled:
+        return [d / f"{blocks.composition(a, f)}.safetensors" for a in attentions for f in ffns
+                if not (a == blocks.ATTN_NOOP and f == blocks.FFN_NOOP)]
+    names = [v for v in [*attentions, *ffns] if v not in (blocks.ATTN_NOOP, blocks.FFN_NOOP)]
+    return [d / f"{v}.safetensors" for v in names]
+
+
+@dataclass
+class LayerCandidates:
+    """One layer's candidate blocks: shared attention modules and FFN modules (decoupled), or one
+    module per composition (coupled)."""
+
+    layer: int
+    compositions: list[tuple[str, str]]
+    attention: dict[str, Any]  # attention variant -> layer module holding that attention (FFN no-op)
+    ffn: dict[str, Any]  # ffn variant -> layer module holding that FFN (attention no-op)
+    coupled: dict[tuple[str, str], Any]  # (attention, ffn) -> layer module holding both
+    parent: tuple[str, str] = ("", "")  # the parent's own composition in this layer
+
+
+def layer_candidates(
+    model: Any, layer: int, attentions: list[str], ffns: list[str], library_dir: str | Path | None,
+    multiple: int, coupled: bool = False,
+) -> LayerCandidates:
+    """Build the candidate modules of one layer from the library.
+
+    Without a library file for a parent variant (attn_kv{parent}, ffn_100), the parent's own
+    subblock is used (the library's are copies of it)."""
+    d = Path(library_dir) / f"layer_{layer}" if library_dir is not None else None
+    parent_attn, parent_ffn = blocks.parent_variants(parent_shape(model))
+    own = {k: v for k, v in model.model.layers[layer].state_dict().items()}
+    own_attn = {k: v for k, v in own.items() if k.startswith(("input_layernorm.", "self_attn."))}
+    own_ffn = {k: v for k, v in own.items() if k.startswith(("post_attention_layernorm.", "mlp."))}
+
+    def tensors(variant: str, fallback: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if variant in (blocks.ATTN_NOOP, blocks.FFN_NOOP):
+            return {}
+        path = d / f"{variant}.safetensors" if d is not None else None
+        if path is not None and path.exists():
+            return read_library_file(path)
+        if variant in (parent_attn, parent_ffn):
+            return fallback
+        raise FileNotFoundError(f"layer {layer}: library file {path} of variant {variant} is missing")
+
+    comps = [(a, f) for a in attentions for f in ffns]
+    out = LayerCandidates(layer, comps, {}, {}, {}, (parent_attn, parent_ffn))
+    if coupled:
+        for a, f in comps:
+            if a == blocks.ATTN_NOOP and f == blocks.FFN_NOOP:
+                t = {}
+            elif (a, f) == (parent_attn, parent_ffn) and not (d / f"{a}+{f}.safetensors").exists():
+                t = own
+            else:
+                path = d / f"{blocks.composition(a, f)}.safetensors"
+                if not path.exists():
+                    raise FileNotFoundError(f"layer {layer}: coupled library file {path} is missing")
+                t = read_library_file(path)
+            out.coupled[(a, f)] = subblock_layer(model, layer, a, f, t, multiple)
+        return out
+    for a in attentions:
+        out.attention[a] = subblock_layer(model, layer, a, blocks.FFN_NOOP, tensors(a, own_attn), multiple)
+    for f in ffns:
+        out.ffn[f] = subblock_layer(model, layer, blocks.ATTN_NOOP, f, tensors(f, own_ffn), multiple)
+    return out
+
+
+# ---- the forward pieces (one code path for the parent and every candidate) -----------------------
+
+
+def attention_part(layer: Any, h: torch.Tensor, pos: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """h + attention(norm(h)) as DeciLMDecoderLayer computes it (mask None: causal SDPA)."""
+    if layer.self_attn is None:
+        return h
+    out, _ = layer.self_attn(
+        hidden_states=layer.input_layernorm(h), attention_mask=None, position_embeddings=pos
+    )
+    return h + out
+
+
+def ffn_part(layer: Any, h: torch.Tensor) -> torch.Tensor:
+    if layer.mlp is None:
+        return h
+    return h + layer.mlp(layer.post_attention_layernorm(h))
+
+
+def run_layer(layer: Any, h: torch.Tensor, pos: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    return ffn_part(layer, attention_part(layer, h, pos))
+
+
+@dataclass
+class HeadStats:
+    """Per-token quantities of one forward's output distribution q (positions 0..T-2)."""
+
+    dot: torch.Tensor  # p . z_q (float64), p the parent's distribution
+    lse: torch.Tensor  # logsumexp(z_q) (float64)
+    nll: torch.Tensor  # -log q[target] (float64)
+    correct: torch.Tensor  # argmax z_q == target
+
+
+def head_stats(
+    model: Any, h: torch.Tensor, targets: torch.Tensor, pbar: torch.Tensor | None, head_w: torch.Tensor
+) -> tuple[HeadStats, Any]:
+    """Final norm + LM head (`head_w`, float32) on positions 0..T-2. With pbar = None (the parent's
+    own pass), also returns pbar = p @ W_head, the parent's distribution folded into hidden size.
+    The head runs in float32 whatever the model's dtype: bf16 logits would blur KLs of 1e-3."""
+    x = model.model.norm(h[:, :-1]).float()
+    logits = x @ head_w.T
+    # One fused log_softmax pass (torch.logsumexp is several times slower on CPU); the log-sum-exp
+    # is read off at the argmax, where log q is smallest in magnitude and so most precise.
+    logq = torch.log_softmax(logits, dim=-1)
+    top, best = logits.max(dim=-1)
+    lse = top - logq.gather(-1, best.unsqueeze(-1)).squeeze(-1)
+    nll = -logq.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    if pbar is None:
+        pbar = (logq.exp_() @ head_w).double()
+    dot = (x.double() * pbar).sum(-1)
+    return HeadStats(dot, lse.double(), nll.double(), best == targets), pbar
+
+
+@dataclass
+class Totals:
+    kl: float = 0.0
+    nll: float = 0.0
+    correct: int = 0
+    tokens: int = 0
+
+    def add(self, ref: HeadStats, cand: HeadStats) -> None:
+        kl = (ref.dot - ref.lse) - (cand.dot - cand.lse)
+        self.kl += float(kl.sum())
+        self.nll += float(cand.nll.sum())
+        self.correct += int(cand.correct.sum())
+        self.tokens += cand.nll.numel()
+
+    def row(self) -> dict[str, float]:
+        return {"kl": self.kl / self.tokens, "lm_loss": self.nll / self.tokens, "token_acc": self.correct / self.tokens}
+
+
+def _split(stats: HeadStats, n: int) -> list[HeadStats]:
+    parts = [t.chunk(n, dim=0) for t in (stats.dot, stats.lse, stats.nll, stats.correct)]
+    return [HeadStats(*(p[k] for p in parts)) for k in range(n)]
+
+
+@torch.no_grad()
+def score_layers(
+    model: Any,
+    windows: torch.Tensor,
+    candidates: list[LayerCandidates],
+    batch_size: int,
+    candidates_per_pass: int = 1,
+    log: Any = print,
+) -> list[dict[str, Any]]:
+    """Replace-1-block scores of every composition in `candidates` (one entry per layer) on `windows`.
+
+    The parent runs once per chunk of `batch_size` windows for all layers together; every candidate
+    runs layers i..L-1 and the head only, `candidates_per_pass` of them stacked along the batch.
+    """
+    device = next(model.parameters()).device
+    layers = model.model.layers
+    totals = {(c.layer, a, f): Totals() for c in candidates for a, f in c.compositions}
+    wanted = {c.layer for c in candidates}
+    head_w = model.lm_head.weight.float()
+    t0 = time.perf_counter()
+    for start in range(0, len(windows), batch_size):
+        ids = windows[start : start + batch_size].to(device)
+        targets = ids[:, 1:]
+        h = model.model.embed_tokens(ids)
+        position_ids = torch.arange(ids.shape[1], device=device).unsqueeze(0)
+        pos = model.model.rotary_emb(h, position_ids=position_ids)
+        inputs = {}
+        for i, layer in enumerate(layers):
+            if i in wanted:
+                inputs[i] = h
+            h = run_layer(layer, h, pos)
+        ref, pbar = head_stats(model, h, targets, None, head_w)
+        for cand in candidates:
+            i, h_in = cand.layer, inputs[cand.layer]
+            mids: dict[str, torch.Tensor] = {}
+
+            def block_out(a: str, f: str) -> torch.Tensor:
+                if cand.coupled:
+                    return run_layer(cand.coupled[(a, f)], h_in, pos)
+                if a not in mids:
+                    mids[a] = attention_part(cand.attention[a], h_in, pos)
+                return ffn_part(cand.ffn[f], mids[a])
+
+            # The parent's composition runs alone, with exactly the shapes of the parent's own pass,
+            # so its result is bitwise the parent's (KL 0.0); stacking could change float rounding.
+            others = [c for c in cand.compositions if c != cand.parent]
+            groups = [[cand.parent]] if cand.parent in cand.compositions else []
+            groups += [others[g : g + candidates_per_pass] for g in range(0, len(others), candidates_per_pass)]
+            for group in groups:
+                hs = [block_out(a, f) for a, f in group]
+                x = hs[0] if len(hs) == 1 else torch.cat(hs, dim=0)
+                for layer in layers[i + 1 :]:
+                    x = run_layer(layer, x, pos)
+                n = len(group)
+                stats, _ = head_stats(
+                    model, x, targets.repeat(n, 1), pbar if n == 1 else pbar.repeat(n, 1, 1), head_w
+                )
+                for (a, f), s in zip(group, _split(stats, n) if n > 1 else [stats]):
+                    totals[(i, a, f)].add(ref, s)
+        done = min(start + batch_size, len(windows))
+        log(f"windows {done}/{len(windows)}  {time.perf_counter() - t0:.1f} s")
+    rows = []
+    for c in candidates:
+        for a, f in c.compositions:
+            rows.append({"layer": c.layer, "attention": a, "ffn": f, **totals[(c.layer, a, f)].row()})
+    return rows
+
+
+# ---- stage --------------------------------------------------------------------------------------
+
+
+def valid_windows(data_dir: str | Path, corpus: str, count: int, seq_len: int) -> torch.Tensor:
+    from puzzle.data import read_shard
+    from puzzle.training import fixed_windows
+
+    return fixed_windows(read_shard(Path(data_dir) / corpus / "valid.bin"), count, seq_len)
+
+
+def library_mode(cfg: dict[str, Any]) -> str:
+    """`decoupled` (subblock files composed here) or `coupled` (one file per composition): bld.mode."""
+    return cfg.get("bld", {}).get("mode", "decoupled")
+
+
+def corpus_name(cfg: dict[str, Any]) -> str:
+    """The shard folder scoring reads: scoring.corpus, else the experiment's main corpus."""
+    if cfg["scoring"]["corpus"]:
+        return cfg["scoring"]["corpus"]
+    return "files" if cfg["data"]["source"] == "files" else cfg["data"]["corpus"]
+
+
+def run(
+    cfg: dict[str, Any], parent_dir: str | Path, data_dir: str | Path, library_dir: str | Path | None,
+    layers: Iterable[int] | None = None, log: Any = print,
+) -> "Any":
+    """Scores (a pandas DataFrame with COLUMNS) of the given layers (default: all)."""
+    import pandas as pd
+
+    from puzzle.training import pick_device
+
+    sc = cfg["scoring"]
+    torch.set_num_threads(cfg["threads"])
+    device = pick_device(cfg["device"])
+    dtype = resolve_dtype(sc["dtype"], device)
+    model = load_parent(parent_dir, device, dtype)
+    shape = parent_shape(model)
+    attentions, ffns = blocks.search_space(shape, cfg["search_space"])
+    multiple = cfg["search_space"]["ffn"]["multiple_of"]
+    layers = list(range(shape.num_hidden_layers)) if layers is None else list(layers)
+    for i in layers:
+        if not 0 <= i < shape.num_hidden_layers:
+            raise config_mod.ConfigError(f"config error: --layer {i}: the parent has {shape.num_hidden_layers} layers")
+    coupled = library_mode(cfg) == "coupled"
+    cands = [layer_candidates(model, i, attentions, ffns, library_dir, multiple, coupled) for i in layers]
+    windows = valid_windows(data_dir, corpus_name(cfg), sc["valid_windows"], sc["seq_len"])
+    log(
+        f"scoring layers {layers}: {len(attentions)} attention x {len(ffns)} ffn = "
+        f"{len(attentions) * len(ffns)} blocks per layer on {len(windows)} windows x {windows.shape[1]} tokens, "
+        f"{device} {dtype}"
+    )
+    rows = score_layers(model, windows, cands, sc["batch_size"], sc["candidates_per_pass"], log=log)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def merge(paths: list[str]) -> "Any":
+    """Concatenate per-layer score tables, ordered by layer (rows within a layer keep their order)."""
+    import pandas as pd
+
+    frames = [pd.read_csv(p) for p in paths]
+    for p, f in zip(paths, frames):
+        if list(f.columns) != COLUMNS:
+            raise ValueError(f"{p}: columns {list(f.columns)}, expected {COLUMNS}")
+    out = pd.concat(frames, ignore_index=True)
+    return out.sort_values("layer", kind="stable").reset_index(drop=True)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config_mod.add_arguments(parser)
+    parser.add_argument("--parent", help="parent checkpoint folder (Llama-family or Nemotron-NAS)")
+    parser.add_argument("--data", help="data folder holding <corpus>/valid.bin")
+    parser.add_argument("--library", help="block library folder holding layer_{i}/{variant}.safetensors")
+    parser.add_argument("--layer", type=int, action="append", help="score this layer (repeatable; default: all)")
+    parser.add_argument("--merge", nargs="+", metavar="CSV", help="concatenate per-layer CSVs into --out instead")
+    parser.add_argument("--out", required=True, help="output CSV: " + ", ".join(COLUMNS))
+
+
+def main(args: argparse.Namespace) -> None:
+    from puzzle.io import write_csv
+
+    if args.merge:
+        frame = merge(args.merge)
+        write_csv(args.out, frame)
+        print(f"{args.out}: {len(frame)} rows from {len(args.merge)} files")
+        return
+    if not (args.parent and args.data):
+        raise config_mod.ConfigError("config error: --parent and --data are required (or --merge)")
+    cfg = config_mod.from_args(args)
+    frame = run(cfg, args.parent, args.data, args.library, args.layer, log=lambda m: print(m, flush=True))
+    write_csv(args.out, frame)
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.5f}"))

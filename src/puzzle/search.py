@@ -1,0 +1,469 @@
+"""`python -m puzzle search`: choose one attention + one FFN variant per layer.
+
+Minimizes the summed replace-1-block metric (KL by default) under throughput, latency and
+memory targets with a MIP (Pyomo + HiGHS), or runs one of the paper's baselines; sweeps the
+batch sizes of the scenario and keeps the best; writes a verified `solution.json`.
+
+    python -m puzzle search --scores scores.csv --costs costs.csv --throughput 2x --memory 80GiB \\
+        [--parent-config config.json] [--scenario chatbot] [--num-solutions 3 --diversity 0.2] \\
+        [--method greedy] [--sweep 1.5x 2x 2.5x --out-dir sweep/] --out solution.json
+    python -m puzzle search --nvlabs-library block_library.json --throughput 3000 --out solution.json
+
+No torch: plans from tables alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from puzzle import baselines
+from puzzle import config as config_mod
+from puzzle.blocks import ParentShape, block_config
+from puzzle.config import ConfigError
+from puzzle.io import read_json, write_csv, write_json
+from puzzle.mip import SOLVER_INTERFACE, SOLVER_NAME, Mip, check_diversity, min_differing, verify
+from puzzle.search_tables import (
+    RESOURCE_OF,
+    TARGET_KINDS,
+    UNIT_OF,
+    Instance,
+    Target,
+    build_instance,
+    load_costs,
+    load_scores,
+    nvlabs_tables,
+    parent_pair,
+    parse_target,
+    resource_bounds,
+    scenario_batches,
+    threshold_value,
+)
+
+METHODS = ("mip", "greedy", "noop_only", "max_params", "random", "homogeneous")
+MIP_METHODS = ("mip", "noop_only", "max_params")
+MAX_PARAMS_GAP = 1e-3  # relative optimality gap of the max_params baseline (at least)
+_COST_KEY = {"throughput": "throughput_tok_s", "memory": "memory_bytes", "latency": "latency_ms"}
+
+
+class InfeasibleError(ConfigError):
+    """No architecture meets the targets. `thresholds`: kind -> (best feasible value, batch) for
+    each binding target (largest throughput, smallest memory or latency under the others)."""
+
+    def __init__(self, message: str, thresholds: dict[str, tuple[float, int]]) -> None:
+        super().__init__(message)
+        self.thresholds = thresholds
+
+
+@dataclass
+class Found:
+    choice: np.ndarray
+    rank: float  # the method's own objective at this batch (lower is better)
+    solver: dict[str, Any]
+
+
+def _tighter(kind: str, a: float, b: float) -> bool:
+    """Whether target value a asks for more than b."""
+    return a > b if kind == "throughput" else a < b
+
+
+def _fmt(kind: str, value: float) -> str:
+    """Rounded so that the printed value is itself feasible (throughput down, budgets up)."""
+    if kind == "throughput":
+        return f"{math.floor(value * 1000) / 1000:.3f} tok/s"
+    if kind == "memory":
+        return f"{math.ceil(value):d} bytes ({value / 2**30:.3f} GiB)"
+    return f"{math.ceil(value * 1000) / 1000:.3f} ms"
+
+
+class Search:
+    """One search problem at every candidate batch of a scenario: instances, targets, MIPs.
+
+    `kinds` lists every target kind any call will constrain, so each batch's MIP is built once
+    (with those resources) and reused across budgets, solutions and baselines.
+    """
+
+    def __init__(
+        self,
+        scores: pd.DataFrame,
+        costs: pd.DataFrame,
+        *,
+        metric: str = "kl",
+        scenario: str | None = None,
+        batch_sizes: list[int] | None = None,
+        parent_shape: ParentShape | None = None,
+        multiple_of: int = 256,
+        kinds: set[str] = frozenset(),
+        time_limit_s: float = 60.0,
+        mip_gap: float = 0.0,
+    ) -> None:
+        self.scores, self.costs, self.metric = scores, costs, metric
+        self.parent_shape, self.multiple_of = parent_shape, multiple_of  # for block_configs
+        self.pair = parent_pair(scores, parent_shape)
+        self.scenario, self.batches = scenario_batches(costs, scenario, batch_sizes)
+        self.instances = {b: build_instance(scores, costs, self.scenario, b, metric, self.pair) for b in self.batches}
+        self.parent_totals = {b: inst.totals(inst.parent_choice) for b, inst in self.instances.items()}
+        self.resources = sorted({RESOURCE_OF[k] for k in kinds})
+        self.time_limit_s, self.mip_gap = time_limit_s, mip_gap
+        self._mips: dict[tuple[int, str, int], Mip] = {}
+        self._last: dict[tuple[int, str], np.ndarray] = {}  # warm starts across budgets
+
+    @property
+    def num_layers(self) -> int:
+        return self.instances[self.batches[0]].num_layers
+
+    def mip(self, batch: int, method: str, max_previous: int = 0) -> Mip:
+        """The batch's persistent MIP for a method's space and objective (built on first use)."""
+        space = method if method in MIP_METHODS else "mip"
+        key = (batch, space, max_previous)
+        if key not in self._mips:
+            inst = self.instances[batch]
+            objective = -inst.options["param_bytes"].to_numpy() if space == "max_params" else inst.options["objective"].to_numpy()
+            allowed = baselines.noop_only_mask(inst) if space == "noop_only" else None
+            # Most parameters under a memory bound is subset-sum-like: exact proofs can take minutes
+            gap = max(self.mip_gap, MAX_PARAMS_GAP) if space == "max_params" else self.mip_gap
+            self._mips[key] = Mip(
+                inst.group, objective, {r: inst.resource(r) for r in self.resources}, allowed=allowed,
+                max_previous=max_previous, time_limit_s=self.time_limit_s, mip_gap=gap,
+            )
+        return self._mips[key]
+
+    def resolve(self, targets: dict[str, Target], batch: int) -> dict[str, float]:
+        return {k: t.resolve(self.parent_totals[batch]) for k, t in targets.items()}
+
+    # ---- one batch ------------------------------------------------------------------------------
+
+    def _solve_batch(
+        self, method: str, batch: int, bounds: dict[str, float], previous: list[np.ndarray], min_diff: int,
+        max_previous: int, seed: int, random_samples: int,
+    ) -> Found | None:
+        inst = self.instances[batch]
+        t0 = time.perf_counter()
+        if method in MIP_METHODS:
+            mip = self.mip(batch, method, max_previous)
+            start = mip.diverse_start(previous[-1], previous, min_diff) if previous else self._last.get((batch, method))
+            res = mip.solve(bounds, previous, min_diff, start=start)
+            if res is None:
+                return None
+            self._last[(batch, method)] = res.choice
+            solver = {"name": SOLVER_NAME, "interface": SOLVER_INTERFACE, "status": res.status, "solve_time_s": res.solve_time_s,
+                      "build_time_s": mip.setup_time_s, "options_kept": len(mip.kept), "options": len(inst.options),
+                      "mip_gap": mip.mip_gap, "time_limit_s": self.time_limit_s}
+            return Found(res.choice, res.objective, solver)
+        extra: dict[str, Any] = {}
+        if method == "greedy":
+            choice = baselines.greedy(inst, bounds)
+        elif method == "homogeneous":
+            choice = baselines.homogeneous(inst, bounds)
+        else:
+            choice, drawn = baselines.random_search(inst, bounds, seed, random_samples)
+            extra = {"seed": seed, "samples_drawn": drawn, "samples_max": random_samples}
+        if choice is None:
+            return None
+        solver = {"name": method, "status": "feasible", "solve_time_s": time.perf_counter() - t0, **extra}
+        return Found(choice, float(inst.options["objective"].to_numpy()[choice].sum()), solver)
+
+    # ---- a whole search ------------------------------------------------------------------------
+
+    def run(
+        self,
+        targets: dict[str, Target],
+        *,
+        method: str = "mip",
+        num_solutions: int = 1,
+        diversity: float = 0.2,
+        seed: int = 0,
+        random_samples: int = 100_000,
+    ) -> list[dict[str, Any]]:
+        """Up to `num_solutions` verified solution records, best first; InfeasibleError if none."""
+        if method not in METHODS:
+            raise ConfigError(f"search.method = {method!r}: expected one of {list(METHODS)}")
+        if num_solutions > 1 and method not in MIP_METHODS:
+            raise ConfigError(f"search.num_solutions = {num_solutions}: expected 1 for method {method!r} (several need a MIP method {list(MIP_METHODS)})")
+        unknown = {RESOURCE_OF[k] for k in targets} - set(self.resources)
+        if unknown:
+            raise ValueError(f"targets on {sorted(unknown)} but this Search was built for {self.resources}")
+        resolved = {b: self.resolve(targets, b) for b in self.batches}
+        bounds = {b: resource_bounds(self.instances[b], resolved[b]) for b in self.batches}
+        min_diff = min_differing(self.num_layers, diversity)
+        records: list[dict[str, Any]] = []
+        previous: list[np.ndarray] = []
+        for k in range(num_solutions):
+            best: tuple[int, Found] | None = None
+            tried = []
+            for b in self.batches:
+                found = self._solve_batch(method, b, bounds[b], previous, min_diff, num_solutions - 1, seed, random_samples)
+                tried.append({"batch": b, "status": found.solver["status"] if found else "infeasible",
+                              "objective": self.instances[b].objective(found.choice) if found else None})
+                if found and (best is None or self._better(found, b, *best)):
+                    best = (b, found)
+            if best is None:
+                if k == 0:
+                    raise self.explain_infeasible(method, targets, resolved)
+                print(f"search: found {k} solutions differing in >= {min_diff} layers (asked for {num_solutions})", file=sys.stderr)
+                break
+            b, found = best
+            if found.solver["status"] not in ("optimal", "feasible"):  # feasible: a baseline's answer
+                print(f"search: HiGHS stopped early ({found.solver['status']}); solution {k} may not be optimal", file=sys.stderr)
+            record = self.record(method, b, found, targets, resolved[b], tried)
+            if num_solutions > 1:
+                record.update(solution_index=k, diversity=diversity, min_layers_differing=min_diff)
+            verify(record, self.scores, self.costs)
+            record["verified"] = True
+            records.append(record)
+            previous.append(found.choice)
+        check_diversity(records, min_diff if num_solutions > 1 else 0)
+        return records
+
+    def _better(self, found: Found, batch: int, best_batch: int, best: Found) -> bool:
+        """Lower objective wins; a tie (to 1e-9) goes to the higher throughput."""
+        tol = 1e-9 * max(1.0, abs(best.rank))
+        if found.rank < best.rank - tol:
+            return True
+        if found.rank > best.rank + tol:
+            return False
+        tput = self.instances[batch].totals(found.choice)["throughput_tok_s"]
+        return tput > self.instances[best_batch].totals(best.choice)["throughput_tok_s"]
+
+    def record(
+        self, method: str, batch: int, found: Found, targets: dict[str, Target], resolved: dict[str, float],
+        tried: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        """The solution.json content of one architecture."""
+        inst = self.instances[batch]
+        rows = inst.options.iloc[found.choice]
+        layers = [{"attention": a, "ffn": f} for a, f in zip(rows["attention"], rows["ffn"])]
+        out: dict[str, Any] = {
+            "method": method,
+            "metric": self.metric,
+            "sense": "maximize" if self.metric == "token_acc" else "minimize",
+            "objective": inst.objective(found.choice),
+            "scenario": {"name": inst.scenario, "batch": batch, "input_len": inst.input_len, "output_len": inst.output_len},
+            "constraints": {
+                k: {"requested": t.text, "value": resolved[k], "unit": UNIT_OF[k], "relative_to_parent": t.value if t.relative else None}
+                for k, t in targets.items()
+            },
+            "costs": inst.totals(found.choice),
+            "parent": {"attention": self.pair[0], "ffn": self.pair[1], "objective": 0.0, "costs": self.parent_totals[batch]},
+            "num_layers": inst.num_layers,
+            "layers": layers,
+        }
+        if self.parent_shape is not None:
+            out["block_configs"] = [block_config(x["attention"], x["ffn"], self.parent_shape, self.multiple_of) for x in layers]
+        out["solver"] = found.solver
+        out["batches"] = tried
+        return out
+
+    # ---- infeasible budgets ----------------------------------------------------------------------
+
+    def explain_infeasible(self, method: str, targets: dict[str, Target], resolved: dict[int, dict[str, float]]) -> InfeasibleError:
+        """Name the binding target(s) and the best value each could have: the least of its resource
+        under the targets on other resources (a MIP per batch; the best batch wins)."""
+        asked = ", ".join(f"{k} {'>=' if k == 'throughput' else '<='} {t.text}" for k, t in targets.items()) or "no targets"
+        space = "noop_only" if method == "noop_only" else "mip"
+        if method not in MIP_METHODS:
+            for b in self.batches:
+                if self.mip(b, "mip").solve(resource_bounds(self.instances[b], resolved[b])) is not None:
+                    return InfeasibleError(f"method {method} found no architecture with {asked}, but the MIP does (at batch {b})", {})
+        best: dict[str, tuple[float, int]] = {}
+        for alone in (False, True):  # first under the other targets, then (if none binds) each on its own
+            for b in self.batches:
+                inst, mip = self.instances[b], self.mip(b, space)
+                for kind in targets:
+                    others = {} if alone else {k: v for k, v in resolved[b].items() if RESOURCE_OF[k] != RESOURCE_OF[kind]}
+                    res = mip.solve(resource_bounds(inst, others), minimize=RESOURCE_OF[kind])
+                    if res is None:
+                        continue
+                    value = threshold_value(inst, kind, res.objective)
+                    if _tighter(kind, resolved[b][kind], value) and (kind not in best or _tighter(kind, value, best[kind][0])):
+                        best[kind] = (value, b)
+            if best:
+                break
+        if not best:
+            return InfeasibleError(f"no architecture meets {asked} together at batches {self.batches}", {})
+        parts = []
+        for kind, (value, b) in best.items():
+            rel = value / self.parent_totals[b][_COST_KEY[kind]]
+            word = "largest" if kind == "throughput" else "smallest"
+            parts.append(f"{kind} {targets[kind].text} ({_fmt(kind, resolved[b][kind])} at batch {b}) is binding: "
+                         f"the {word} feasible is {_fmt(kind, value)} ({rel:.4f}x the parent) at batch {b}")
+        space_note = " in the no-op-only space" if space == "noop_only" else ""
+        return InfeasibleError(f"infeasible{space_note} with {asked}: " + "; ".join(parts), best)
+
+    # ---- budget sweeps ---------------------------------------------------------------------------
+
+    def sweep(
+        self, kind: str, points: list[Target], fixed: dict[str, Target], **run_kwargs: Any,
+    ) -> list[list[dict[str, Any]] | InfeasibleError]:
+        """One `run` per budget on `kind` (other targets fixed); results in the order given, solved
+        tightest first so that each solution warm-starts the next, looser budget."""
+        first = self.batches[0]
+        order = sorted(range(len(points)), key=lambda i: points[i].resolve(self.parent_totals[first]),
+                       reverse=kind == "throughput")
+        results: list[Any] = [None] * len(points)
+        for i in order:
+            try:
+                results[i] = self.run({**fixed, kind: points[i]}, **run_kwargs)
+            except InfeasibleError as err:
+                results[i] = err
+        return results
+
+
+def pareto_flags(rows: pd.DataFrame) -> np.ndarray:
+    """Which feasible sweep points no other point beats in objective, throughput and memory at once."""
+    ok = rows["status"] == "ok"
+    sign = -1 if (rows["sense"] == "maximize").any() else 1
+    v = np.column_stack([sign * rows["objective"], -rows["throughput_tok_s"], rows["memory_bytes"]])
+    flags = np.zeros(len(rows), dtype=bool)
+    for i in np.flatnonzero(ok):
+        others = v[ok.to_numpy() & (np.arange(len(rows)) != i)]
+        dominated = ((others <= v[i]).all(1) & (others < v[i]).any(1)).any()
+        flags[i] = not dominated
+    return flags
+
+
+# ---- CLI -----------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config_mod.add_arguments(parser, "search")
+    io = parser.add_argument_group("inputs and outputs")
+    io.add_argument("--scores", help="scores.csv (layer, attention, ffn, kl, lm_loss, token_acc)")
+    io.add_argument("--costs", help="costs.csv (kind, variant, scenario, batch, ..., kv_bytes_per_token)")
+    io.add_argument("--nvlabs-library", help="NVlabs/puzzle block_library.json instead of --scores/--costs")
+    io.add_argument("--nvlabs-measurement", help="its measurement_info.json (default: beside the library)")
+    io.add_argument("--export-tables", metavar="DIR", help="also write the tables read from --nvlabs-library as DIR/scores.csv, DIR/costs.csv")
+    io.add_argument("--parent-config", help="parent HF config.json (or its folder): adds Nemotron-NAS block_configs")
+    io.add_argument("--multiple-of", type=int, help="FFN width multiple for block_configs (default: the config's search_space.ffn.multiple_of)")
+    io.add_argument("--out", default="solution.json", help="solution file; solution k > 0 of several goes to <stem>_<k>.json")
+    io.add_argument("--out-dir", help="sweep output folder (default: the folder of --out)")
+    s = parser.add_argument_group("search (override the config's search section)")
+    s.add_argument("--method", choices=METHODS)
+    s.add_argument("--metric", choices=["kl", "lm_loss", "token_acc"])
+    s.add_argument("--scenario")
+    s.add_argument("--batch-sizes", type=int, nargs="+", help="candidate batches (default: all in costs.csv)")
+    s.add_argument("--throughput", help="tok/s, or a factor of the parent's like 2x")
+    s.add_argument("--memory", help="bytes, 80GiB, 512MiB, or a factor of the parent's like 0.5x")
+    s.add_argument("--latency", help="ms, '250ms', '0.25s', or a factor of the parent's like 0.5x")
+    s.add_argument("--num-solutions", type=int)
+    s.add_argument("--diversity", type=float, help="fraction of layers each solution must change vs every earlier one")
+    s.add_argument("--sweep", nargs="+", help="budgets on --sweep-resource, one solution set per budget")
+    s.add_argument("--sweep-resource", choices=TARGET_KINDS)
+    s.add_argument("--time-limit-s", type=float)
+    s.add_argument("--mip-gap", type=float)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--random-samples", type=int)
+
+
+def _config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The whole validated config, and its search section with command-line overrides on top."""
+    whole = config_mod.from_args(args)
+    overrides = {k: getattr(args, k) for k in whole["search"] if getattr(args, k, None) is not None}
+    return whole, config_mod.validate(config_mod.deep_merge(whole, {"search": overrides}))["search"]
+
+
+def _parent(args: argparse.Namespace, whole: dict[str, Any]) -> ParentShape | None:
+    """--parent-config, else the experiment's parent when the config names one (--config, or
+    --cfg JSON with a parent section); else None (block_configs are then left out)."""
+    if args.parent_config:
+        p = Path(args.parent_config)
+        p = p / "config.json" if p.is_dir() else p
+        if not p.exists():
+            raise ConfigError(f"--parent-config {args.parent_config!r}: expected a config.json or a folder holding one")
+        return ParentShape.from_config(read_json(p))
+    named = bool(getattr(args, "config", None)) or "parent" in json.loads(getattr(args, "cfg", None) or "{}")
+    return ParentShape.from_config(config_mod.parent_config(whole)) if named else None
+
+
+def _tables(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    if args.nvlabs_library:
+        lib = Path(args.nvlabs_library)
+        meas = Path(args.nvlabs_measurement) if args.nvlabs_measurement else lib.with_name("measurement_info.json")
+        for p, flag in ((lib, "--nvlabs-library"), (meas, "--nvlabs-measurement")):
+            if not p.exists():
+                raise ConfigError(f"{flag} {str(p)!r}: file does not exist")
+        scores, costs = nvlabs_tables(read_json(lib), read_json(meas))
+        if args.export_tables:
+            write_csv(Path(args.export_tables) / "scores.csv", scores)
+            write_csv(Path(args.export_tables) / "costs.csv", costs)
+        return scores, costs, {"nvlabs_library": str(lib), "nvlabs_measurement": str(meas)}
+    if not (args.scores and args.costs):
+        raise ConfigError("expected --scores and --costs, or --nvlabs-library")
+    return load_scores(args.scores), load_costs(args.costs), {"scores": args.scores, "costs": args.costs}
+
+
+def _solution_path(out: Path, k: int) -> Path:
+    return out if k == 0 else out.with_name(f"{out.stem}_{k}{out.suffix}")
+
+
+def _label(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
+def _write_solutions(path: Path, records: list[dict[str, Any]], inputs: dict[str, str]) -> None:
+    for k, rec in enumerate(records):
+        rec["inputs"] = inputs
+        write_json(_solution_path(path, k), rec)
+
+
+def _write_sweep(out_dir: Path, kind: str, points: list[Target], results: list[Any], inputs: dict[str, str]) -> pd.DataFrame:
+    """One folder per budget (`<kind>_<budget>/solution.json`) and `sweep.csv` with a Pareto column."""
+    rows = []
+    for point, result in zip(points, results):
+        row = {"target": point.text, "kind": kind}
+        if isinstance(result, InfeasibleError):
+            rows.append({**row, "status": "infeasible", "message": str(result)})
+            continue
+        path = out_dir / f"{kind}_{_label(point.text)}" / "solution.json"
+        _write_solutions(path, result, inputs)
+        best = result[0]
+        rows.append({**row, "status": "ok", "value": best["constraints"][kind]["value"], "batch": best["scenario"]["batch"],
+                     "sense": best["sense"], "objective": best["objective"], "solutions": len(result),
+                     **{c: best["costs"][c] for c in ("throughput_tok_s", "memory_bytes", "latency_ms")},
+                     "path": str(path), "message": ""})
+    table = pd.DataFrame(rows)
+    if (table["status"] == "ok").any():
+        table["pareto"] = pareto_flags(table)
+    write_csv(out_dir / "sweep.csv", table)
+    return table
+
+
+def main(args: argparse.Namespace) -> None:
+    whole, cfg = _config(args)
+    scores, costs, inputs = _tables(args)
+    shape = _parent(args, whole)
+    if shape is not None and shape.num_hidden_layers != scores["layer"].nunique():
+        raise ConfigError(f"parent config: num_hidden_layers = {shape.num_hidden_layers} but the scores have {scores['layer'].nunique()} layers")
+    targets = {k: t for k in TARGET_KINDS if (t := parse_target(k, cfg[k])) is not None}
+    kind = cfg["sweep_resource"]
+    points = [parse_target(kind, v) for v in cfg["sweep"]]
+    search = Search(
+        scores, costs, metric=cfg["metric"], scenario=cfg["scenario"], batch_sizes=cfg["batch_sizes"] or None,
+        parent_shape=shape, multiple_of=args.multiple_of or whole["search_space"]["ffn"]["multiple_of"],
+        kinds=set(targets) | ({kind} if points else set()), time_limit_s=cfg["time_limit_s"], mip_gap=cfg["mip_gap"],
+    )
+    run_kwargs = dict(method=cfg["method"], num_solutions=cfg["num_solutions"], diversity=cfg["diversity"], seed=cfg["seed"],
+                      random_samples=cfg["random_samples"])
+    out = Path(args.out)
+    if points:
+        out_dir = Path(args.out_dir) if args.out_dir else out.parent
+        fixed = {k: t for k, t in targets.items() if k != kind}
+        table = _write_sweep(out_dir, kind, points, search.sweep(kind, points, fixed, **run_kwargs), inputs)
+        print(f"search: {(table['status'] == 'ok').sum()} of {len(table)} {kind} budgets feasible -> {out_dir / 'sweep.csv'}")
+        return
+    records = search.run(targets, **run_kwargs)
+    _write_solutions(out, records, inputs)
+    best = records[0]
+    print(f"search: {best['method']} {best['metric']} objective {best['objective']:.6g} at batch {best['scenario']['batch']}: "
+          f"{best['costs']['throughput_tok_s']:.1f} tok/s, {best['costs']['memory_bytes'] / 2**30:.2f} GiB, "
+          f"{best['costs']['latency_ms']:.1f} ms -> {out} ({len(records)} solution(s))")

@@ -1,0 +1,115 @@
+# Children of the search's solutions: assembled from the library, distilled from the parent (GKD),
+# and evaluated against it. {solution} is a solution's folder under search/: target/scenario/budget.
+CHILDREN = config["assemble"]["solutions"]
+if CHILDREN is None:
+    CHILDREN = globals().get("SOLUTIONS", [])  # every solution rules/search.smk plans (none without it)
+EVAL_MODELS = ["parent", "child", "gkd"]
+CHILD_EVALS = expand(f"{R}/eval/{{solution}}/{{model}}.json", solution=CHILDREN, model=EVAL_MODELS)
+EVAL_SUMMARY = [f"{R}/eval/summary.csv"] if CHILDREN else []
+SOLUTION_ID = r"[^/]+/[^/]+/[^/]+"  # the {solution} wildcard: exactly target/scenario/budget
+
+
+rule assemble:
+    input:
+        solution=f"{R}/search/{{solution}}/solution.json",
+        library=LIBRARY,
+        parent=PARENT,
+    output:
+        directory(f"{R}/child/{{solution}}"),
+    wildcard_constraints:
+        solution=SOLUTION_ID,
+    params:
+        cfg=pzc.cli_arg(config, "bld.mode"),
+        library=lambda w, input: os.path.dirname(os.path.dirname(input.library[0])),
+    log:
+        f"{R}/logs/assemble/{{solution}}.log",
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    conda:
+        "../envs/puzzle.yaml"
+    shell:
+        "python -m puzzle assemble --cfg {params.cfg} --solution {input.solution} --library {params.library}"
+        " --parent {input.parent} --out {output} > {log} 2>&1"
+
+
+# One process per GPU of the node (accelerate launch) when slurm.gkd_gpus > 1, else one process.
+GKD_LAUNCH = (
+    f"accelerate launch --multi_gpu --num_processes {config['slurm']['gkd_gpus']} -m"
+    if config["slurm"]["gkd_gpus"] > 1
+    else "python -m"
+)
+
+
+rule gkd:
+    input:
+        parent=PARENT,
+        child=f"{R}/child/{{solution}}",
+        train=f"{R}/data/{CORPUS}/train.bin",
+        valid=f"{R}/data/{CORPUS}/valid.bin",
+    output:
+        directory(f"{R}/gkd/{{solution}}"),
+    wildcard_constraints:
+        solution=SOLUTION_ID,
+    params:
+        cfg=pzc.cli_arg(config, "gkd", "seed", "threads", "device"),
+        launch=GKD_LAUNCH,
+    log:
+        f"{R}/logs/gkd/{{solution}}.log",
+    threads: config["threads"]
+    resources:
+        mem_mb=16000,
+        runtime=240,
+        **GKD_GPU,
+    conda:
+        "../envs/puzzle.yaml"
+    shell:
+        "{params.launch} puzzle gkd --cfg {params.cfg} --parent {input.parent} --child {input.child}"
+        " --train {input.train} --valid {input.valid} --out {output} > {log} 2>&1"
+
+
+# Parent, child before GKD and child after GKD in one job: timings interleave, so ratios are fair.
+rule evaluate:
+    input:
+        parent=PARENT,
+        child=f"{R}/child/{{solution}}",
+        gkd=f"{R}/gkd/{{solution}}",
+        test=f"{R}/data/{CORPUS}/test.bin",
+        solution=f"{R}/search/{{solution}}/solution.json",
+    output:
+        expand(f"{R}/eval/{{{{solution}}}}/{{model}}.json", model=EVAL_MODELS),
+    wildcard_constraints:
+        solution=SOLUTION_ID,
+    params:
+        cfg=pzc.cli_arg(config, "evaluate", "threads", "device"),
+        out=lambda w, output: os.path.dirname(output[0]),
+    log:
+        f"{R}/logs/evaluate/{{solution}}.log",
+    threads: config["threads"]
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        **GPU,
+    conda:
+        "../envs/puzzle.yaml"
+    shell:
+        "python -m puzzle evaluate --cfg {params.cfg} --parent {input.parent} --model child={input.child}"
+        " --model gkd={input.gkd} --test {input.test} --solution {input.solution} --out {params.out} > {log} 2>&1"
+
+
+rule eval_summary:
+    input:
+        expand(f"{R}/eval/{{solution}}/gkd.json", solution=CHILDREN),
+    output:
+        f"{R}/eval/summary.csv",
+    params:
+        runs=lambda w, input: [os.path.dirname(f) for f in input],
+    log:
+        f"{R}/logs/evaluate/summary.log",
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/puzzle.yaml"
+    shell:
+        "python -m puzzle evaluate --summarize {params.runs} --out {output} > {log} 2>&1"

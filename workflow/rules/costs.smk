@@ -1,0 +1,64 @@
+# Per-subblock prefill/decode time and memory, one job per deployment target: measured targets
+# time every variant on the device the job runs on (a GPU job on a cluster); analytic targets are
+# a roofline estimate from the device's figures, computed anywhere in seconds.
+import re
+
+COST_TARGETS = list(config["costs"]["targets"])
+COSTS = expand(f"{R}/costs/{{target}}/costs.csv", target=COST_TARGETS)
+_MEASURED = [t for t, spec in config["costs"]["targets"].items() if spec.get("measure")]
+_ANALYTIC = [t for t in COST_TARGETS if t not in _MEASURED]
+
+
+# wildcard patterns of each rule's targets ("(?!)" matches nothing when a rule has none)
+_MEASURED_RE = "|".join(re.escape(t) for t in _MEASURED) or "(?!)"
+_ANALYTIC_RE = "|".join(re.escape(t) for t in _ANALYTIC) or "(?!)"
+# only this target's settings, so editing one target reruns that target alone
+_COSTS_KEYS = [f"costs.{k}" for k in ("scenarios", "repeats", "warmup", "n_copies", "statistic", "clock")]
+_COSTS_KEYS += ["search_space", "threads", "device"]
+
+
+rule costs:
+    input:
+        parent=PARENT,
+    output:
+        csv=f"{R}/costs/{{target}}/costs.csv",
+        meta=f"{R}/costs/{{target}}/costs.json",
+    wildcard_constraints:
+        target=_MEASURED_RE,
+    params:
+        cfg=lambda w: pzc.cli_arg(config, f"costs.targets.{w.target}", *_COSTS_KEYS),
+    log:
+        f"{R}/logs/costs/{{target}}.log",
+    # every local core: no other job runs beside a timing (torch still uses config `threads`)
+    threads: max(config["threads"], workflow.cores or 1)
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        **GPU,
+    conda:
+        "../envs/puzzle.yaml"
+    shell:
+        "python -m puzzle costs --cfg {params.cfg} --parent {input.parent} --target {wildcards.target}"
+        " --out {output.csv} > {log} 2>&1"
+
+
+rule costs_analytic:
+    input:
+        parent=PARENT,
+    output:
+        csv=f"{R}/costs/{{target}}/costs.csv",
+        meta=f"{R}/costs/{{target}}/costs.json",
+    wildcard_constraints:
+        target=_ANALYTIC_RE,
+    params:
+        cfg=lambda w: pzc.cli_arg(config, f"costs.targets.{w.target}", *_COSTS_KEYS),
+    log:
+        f"{R}/logs/costs/{{target}}.log",
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/puzzle.yaml"
+    shell:
+        "python -m puzzle costs --cfg {params.cfg} --parent {input.parent} --target {wildcards.target}"
+        " --out {output.csv} > {log} 2>&1"

@@ -1,0 +1,58 @@
+# Replace-1-block scoring: one job per layer (the parent runs once, then every block of that layer
+# from the cached layer input), concatenated into scores/scores.csv for the search.
+from puzzle import library as pzl
+
+SCORE_SHAPE = pzl.parent_shape(pzc.parent_config(config))
+SCORE_LAYERS = list(range(SCORE_SHAPE.num_hidden_layers))
+SCORE_ENTRIES = pzl.entries(config, SCORE_SHAPE)  # the library files of one layer
+SCORE_CORPUS = config["scoring"]["corpus"] or CORPUS
+if SCORE_CORPUS not in CORPORA:
+    sys.exit(
+        f"config error: scoring.corpus = {SCORE_CORPUS!r}: expected one of {CORPORA} (data.corpus + data.extra_corpora)"
+    )
+SCORES = f"{R}/scores/scores.csv"
+
+
+rule score:
+    input:
+        parent=PARENT,
+        shard=f"{R}/data/{SCORE_CORPUS}/valid.bin",
+        library=lambda w: [str(pzl.entry_path(f"{R}/library", int(w.layer), e)) for e in SCORE_ENTRIES],
+    output:
+        f"{R}/scores/layer_{{layer}}.csv",
+    wildcard_constraints:
+        layer=r"\d+",
+    params:
+        cfg=pzc.cli_arg(
+            config, "scoring", "search_space", "bld.mode", "seed", "threads", "device", "data.source", "data.corpus"
+        ),
+        data=lambda w, input: os.path.dirname(os.path.dirname(input.shard)),
+        library=f"{R}/library",
+    log:
+        f"{R}/logs/score/layer_{{layer}}.log",
+    threads: config["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        **GPU,
+    conda:
+        "../envs/puzzle.yaml"
+    shell:
+        "python -m puzzle score --cfg {params.cfg} --parent {input.parent} --data {params.data}"
+        " --library {params.library} --layer {wildcards.layer} --out {output} > {log} 2>&1"
+
+
+rule scores:
+    input:
+        expand(f"{R}/scores/layer_{{layer}}.csv", layer=SCORE_LAYERS),
+    output:
+        SCORES,
+    log:
+        f"{R}/logs/score/scores.log",
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/puzzle.yaml"
+    shell:
+        "python -m puzzle score --merge {input} --out {output} > {log} 2>&1"
