@@ -6,6 +6,7 @@ targets with one and with several diverse solutions per point, on random but rea
 grow as variants shrink). Wall and CPU seconds both, since shared machines inflate wall time.
 
     python benchmarks/bench_search.py [--layers 80] [--points 20] [--solutions 2] [--diversity 0.1]
+    python benchmarks/bench_search.py --nvlabs-library block_library.json   # NVIDIA's Llama-3.3-70B library
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import time
 
 import numpy as np
 
+from puzzle.io import read_json
 from puzzle.search import Search
-from puzzle.search_tables import parse_target, synthetic_tables
+from puzzle.search_tables import nvlabs_tables, parse_target, synthetic_tables
 
 
 def clock() -> tuple[float, float]:
@@ -37,15 +39,21 @@ def main() -> None:
     p.add_argument("--points", type=int, default=20, help="throughput targets in the sweep")
     p.add_argument("--solutions", type=int, default=2, help="diverse solutions per sweep point")
     p.add_argument("--diversity", type=float, default=0.1)
+    p.add_argument("--nvlabs-library", help="plan on NVlabs/puzzle's block_library.json (measurement_info.json beside it)")
     args = p.parse_args()
 
     t0 = clock()
-    scores, costs = synthetic_tables(args.layers, seed=args.seed, batches=(args.batch,))
+    if args.nvlabs_library:
+        lib = read_json(args.nvlabs_library)
+        scores, costs = nvlabs_tables(lib, read_json(args.nvlabs_library.replace("block_library.json", "measurement_info.json")))
+    else:
+        scores, costs = synthetic_tables(args.layers, seed=args.seed, batches=(args.batch,))
     search = Search(scores, costs, kinds={"throughput", "memory"})
-    print(f"tables + instance: {len(scores)} compositions ({args.layers} layers x {len(scores) // args.layers}): {since(t0)}")
+    batch, layers = search.batches[0], search.num_layers
+    print(f"tables + instance: {len(scores)} compositions ({layers} layers x {len(scores) // layers}): {since(t0)}")
 
     t0 = clock()
-    mip = search.mip(args.batch, "mip")
+    mip = search.mip(batch, "mip")
     print(f"MIP build (dominance, Pyomo model + LP twin, HiGHS instances): {since(t0)}; "
           f"{len(mip.kept)} of {len(scores)} options left after exact dominance")
 

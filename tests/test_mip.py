@@ -73,6 +73,20 @@ def test_mip_equals_brute_force(seed):
 
 
 @pytest.mark.parametrize("seed", range(4))
+def test_exact_without_an_incumbent(seed, monkeypatch):
+    """Reduced-cost fixing with a guessed gap (no start point) still proves the optimum."""
+    monkeypatch.setattr(Mip, "_incumbent", lambda *args: None)
+    rng = np.random.default_rng(50 + seed)
+    group, objective, resources = random_problem(rng)
+    bounds = {r: bound_between(rng, group, c, 0.2) for r, c in resources.items()}
+    _, values, ok = brute_force(group, objective, resources, bounds)
+    res = Mip(group, objective, resources).solve(bounds)
+    assert (res is None) == (not ok.any())
+    if res is not None:
+        assert abs(res.objective - values[ok].min()) <= TOL
+
+
+@pytest.mark.parametrize("seed", range(4))
 def test_minimizing_a_resource_equals_brute_force(seed):
     rng = np.random.default_rng(100 + seed)
     group, objective, resources = random_problem(rng)

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import pandas as pd
 import yaml
 
 LLAMA_8B = {
@@ -57,6 +58,13 @@ def test_micro_pipeline_end_to_end(repo, tmp_path, venv_env):
     meta = json.loads((wd / "results/micro/data/mixed/meta.json").read_text())
     assert meta["vocab_size"] == 512 and set(meta["sources"]) == {"stdlib", "pydoc", "kjv"}
     assert (wd / "results/micro/logs/parent.log").stat().st_size > 0
+    # the search planned a child that meets its budget, and the child was distilled and evaluated
+    sol = json.loads((wd / "results/micro/search/local/tiny/throughput_1.3x/solution.json").read_text())
+    assert sol["verified"] and len(sol["block_configs"]) == 2
+    assert sol["costs"]["throughput_tok_s"] >= 1.3 * sol["parent"]["costs"]["throughput_tok_s"] * (1 - 1e-9)
+    summary = pd.read_csv(wd / "results/micro/eval/summary.csv")
+    assert set(summary["model"]) == {"parent", "child", "gkd"}
+    assert summary.loc[summary["model"] == "parent", "kl"].item() == 0.0
     # a second run has nothing to do; changing the parent's budget reruns the parent only
     r = snakemake(repo, wd, "-n", "--configfile", micro, env=venv_env)
     assert "Nothing to be done" in r.stdout + r.stderr

@@ -212,11 +212,12 @@ def train_entry(
     steps = max(1, math.ceil(bld["tokens"] / (batch * seq)))
     warmup = round(bld["warmup_frac"] * steps)
     optimizer = adamw(entry.module, bld["lr"], bld["weight_decay"])
+    t0 = time.perf_counter()
     start, state = load_checkpoint(ckpt, entry.module, optimizer)
     if state is None:
         state = {"curve": [{"step": 0, "nmse": evaluate(entry, teacher, valid, pe, batch)}], "wall_s": 0.0}
     params = [p for p in entry.module.parameters() if p.requires_grad]
-    t0, wall0 = time.perf_counter(), state["wall_s"]
+    wall0 = state["wall_s"]  # time spent by earlier, interrupted runs
     entry.module.train()
     bar = tqdm(range(start, steps), desc=f"layer {entry.layer} {entry.name}", unit="step", initial=start,
                total=steps, mininterval=2)

@@ -149,12 +149,37 @@ def parent_config(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def solution_ids(cfg: dict[str, Any]) -> list[str]:
+    """The solutions the workflow plans, as `target/scenario/budget` folder names under search/.
+
+    A budget is `<resource>_<value>` (e.g. `throughput_2.17x`): one per sweep point, or the single
+    configured target (`unconstrained` when none is set).
+    """
+    s = cfg["search"]
+    # checked here, not in validate(): stages get partial configs in which costs.targets is incomplete
+    if s["target"] not in cfg["costs"]["targets"]:
+        raise ConfigError(
+            f"config error: search.target = {s['target']!r}: expected one of costs.targets {sorted(cfg['costs']['targets'])}"
+        )
+    scenario = s["scenario"] or cfg["costs"]["scenarios"][0]["name"]
+
+    def name(kind: str, value: Any) -> str:
+        return f"{kind}_{str(value).replace(' ', '').replace('tok/s', '')}"
+
+    if s["sweep"]:
+        budgets = [name(s["sweep_resource"], v) for v in s["sweep"]]
+    else:
+        set_ = [(k, s[k]) for k in ("throughput", "memory", "latency") if s[k] is not None]
+        budgets = [name(*set_[0]) if set_ else "unconstrained"]
+    return [f"{s['target']}/{scenario}/{b}" for b in budgets]
+
+
 # ---- CLI glue: how a stage gets its config ------------------------------------------------------
 
 
 def add_arguments(parser: argparse.ArgumentParser, section: str | None = None) -> None:
     """`--config FILE` (a whole experiment YAML) or `--cfg JSON` (the sections a stage reads)."""
-    what = f"the '{section}' section" if section else "the sections this stage reads"
+    what = f"{{{section!r}: {{...}}}}" if section else "the sections this stage reads, e.g. {'seed': 0}"
     parser.add_argument("--config", help="experiment config YAML (validated, defaults filled)")
     parser.add_argument("--cfg", help=f"JSON of {what}; how Snakemake rules call stages")
 

@@ -37,7 +37,6 @@ from puzzle.search_tables import (
     RESOURCE_OF,
     TARGET_KINDS,
     UNIT_OF,
-    Instance,
     Target,
     build_instance,
     load_costs,
@@ -90,7 +89,9 @@ class Search:
     """One search problem at every candidate batch of a scenario: instances, targets, MIPs.
 
     `kinds` lists every target kind any call will constrain, so each batch's MIP is built once
-    (with those resources) and reused across budgets, solutions and baselines.
+    (with those resources) and reused across budgets, solutions and baselines; naming fewer than
+    all three lets dominance drop more options. Relative targets ("2x") resolve against the
+    parent at the same scenario and batch.
     """
 
     def __init__(
@@ -103,7 +104,7 @@ class Search:
         batch_sizes: list[int] | None = None,
         parent_shape: ParentShape | None = None,
         multiple_of: int = 256,
-        kinds: set[str] = frozenset(),
+        kinds: set[str] | tuple[str, ...] = TARGET_KINDS,
         time_limit_s: float = 60.0,
         mip_gap: float = 0.0,
     ) -> None:
@@ -336,7 +337,7 @@ def pareto_flags(rows: pd.DataFrame) -> np.ndarray:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    config_mod.add_arguments(parser, "search")
+    config_mod.add_arguments(parser)
     io = parser.add_argument_group("inputs and outputs")
     io.add_argument("--scores", help="scores.csv (layer, attention, ffn, kl, lm_loss, token_acc)")
     io.add_argument("--costs", help="costs.csv (kind, variant, scenario, batch, ..., kv_bytes_per_token)")
@@ -357,6 +358,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--latency", help="ms, '250ms', '0.25s', or a factor of the parent's like 0.5x")
     s.add_argument("--num-solutions", type=int)
     s.add_argument("--diversity", type=float, help="fraction of layers each solution must change vs every earlier one")
+    s.add_argument("--budget", help="one budget as <resource>_<value> (e.g. throughput_2x): how the workflow names a sweep point")
     s.add_argument("--sweep", nargs="+", help="budgets on --sweep-resource, one solution set per budget")
     s.add_argument("--sweep-resource", choices=TARGET_KINDS)
     s.add_argument("--time-limit-s", type=float)
@@ -369,6 +371,11 @@ def _config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """The whole validated config, and its search section with command-line overrides on top."""
     whole = config_mod.from_args(args)
     overrides = {k: getattr(args, k) for k in whole["search"] if getattr(args, k, None) is not None}
+    if getattr(args, "budget", None):
+        kind, _, value = args.budget.partition("_")
+        if kind not in TARGET_KINDS or not value:
+            raise ConfigError(f"--budget {args.budget!r}: expected <resource>_<value> with resource one of {list(TARGET_KINDS)}")
+        overrides.update({kind: value, "sweep": []})
     return whole, config_mod.validate(config_mod.deep_merge(whole, {"search": overrides}))["search"]
 
 
