@@ -21,7 +21,7 @@ import torch
 
 from puzzle import config as config_mod
 from puzzle import library
-from puzzle.convert import _TOKENIZER_FILES, decilm_config_from_llama, save_child
+from puzzle.convert import decilm_config_from_llama, save_child, tokenizer_files
 from puzzle.io import load_safetensors, read_json, write_json
 
 _LAYER_PREFIX = "model.layers."
@@ -141,7 +141,7 @@ def assemble(
         "parameters": sum(p.numel() for p in model.parameters()),
         "layers": provenance,
     }
-    tokenizer = sorted({p for pattern in _TOKENIZER_FILES for p in parent_dir.glob(pattern) if p.is_file()})
+    tokenizer = tokenizer_files(parent_dir)
     with tempfile.TemporaryDirectory() as tmp:
         write_json(Path(tmp) / "assembly.json", record)
         save_child(model, out_dir, [*tokenizer, Path(tmp) / "assembly.json"])

@@ -24,9 +24,14 @@ from puzzle.nemotron_nas import DeciLMConfig, DeciLMForCausalLM
 
 SUPPORTED_PARENTS = ("llama", "mistral", "qwen2")
 # Parent files a child needs besides weights and config (tokenizer in its various HF layouts).
-_TOKENIZER_FILES = (
+TOKENIZER_FILES = (
     "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt", "chat_template*"
 )
+
+
+def tokenizer_files(folder: str | Path, extra: tuple[str, ...] = ()) -> list[Path]:
+    """The tokenizer files (and `extra` patterns) of a checkpoint folder, in a stable order."""
+    return sorted({p for pattern in (*TOKENIZER_FILES, *extra) for p in Path(folder).glob(pattern) if p.is_file()})
 
 
 def _rope(parent: Mapping[str, Any]) -> tuple[float, dict[str, Any] | None]:
@@ -130,12 +135,12 @@ def convert_llama(parent: str | os.PathLike | PreTrainedModel, out_dir: str | os
     """Write the Nemotron-NAS form of a Llama-family parent (a checkpoint folder or a loaded model) to `out_dir`;
     a folder's tokenizer files come along. Weights are read from safetensors only (never unpickled)."""
     if isinstance(parent, PreTrainedModel):
-        model, tokenizer_files = parent, []
+        model, files = parent, []
     else:
         src = Path(parent)
         model = AutoModelForCausalLM.from_pretrained(src, use_safetensors=True, dtype="auto")
-        tokenizer_files = sorted({p for pattern in _TOKENIZER_FILES for p in src.glob(pattern) if p.is_file()})
-    return save_child(llama_to_decilm(model), out_dir, tokenizer_files)
+        files = tokenizer_files(src)
+    return save_child(llama_to_decilm(model), out_dir, files)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from puzzle import config as config_mod
 from puzzle import metrics
-from puzzle.convert import _TOKENIZER_FILES, save_child
+from puzzle.convert import save_child, tokenizer_files
 from puzzle.data import read_shard
 from puzzle.io import atomic_path, read_json, write_csv, write_json
 from puzzle.training import (
@@ -236,7 +236,7 @@ def train(
 def write_output(model: Any, child_dir: Path, out: Path, log: list[dict[str, Any]], report: dict[str, Any]) -> None:
     """The distilled child (save_child: atomic) with the input child's tokenizer and assembly record,
     gkd_log.csv, gkd.png and report.json."""
-    carried = sorted({p for pat in (*_TOKENIZER_FILES, "assembly.json") for p in child_dir.glob(pat) if p.is_file()})
+    carried = tokenizer_files(child_dir, ("assembly.json",))
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         write_csv(t / "gkd_log.csv", pd.DataFrame(log))
