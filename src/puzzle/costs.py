@@ -281,7 +281,9 @@ def measured_rows(parent_config: dict[str, Any], arch: cm.Arch, space: dict[str,
     """
     import torch
 
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype_name]
+    from puzzle.training import DTYPES
+
+    dtype = DTYPES[dtype_name]
     e = cm.DTYPE_BYTES[dtype_name]
     n = costs_cfg["n_copies"]
     timer = Timer(device, costs_cfg["warmup"], costs_cfg["repeats"], costs_cfg.get("statistic", "median"),

@@ -36,9 +36,8 @@ from puzzle import config as config_mod
 from puzzle import metrics
 from puzzle.data import read_shard
 from puzzle.io import read_json, write_csv, write_json
-from puzzle.training import fixed_windows, pick_device
+from puzzle.training import fixed_windows, pick_device, resolve_dtype
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 # ---- quality -------------------------------------------------------------------------------------
@@ -170,12 +169,6 @@ def lm_eval_scores(model: Any, tokenizer_dir: str, e_cfg: dict[str, Any]) -> dic
 
 # ---- the stage -----------------------------------------------------------------------------------
 
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto` = float32 on CPU, bfloat16 on a GPU."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return _DTYPES[name]
 
 
 def load_model(path: str | Path, device: torch.device, dtype: torch.dtype) -> Any:

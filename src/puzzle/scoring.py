@@ -43,19 +43,13 @@ import torch
 
 from puzzle import blocks
 from puzzle import config as config_mod
+from puzzle.training import resolve_dtype
 
 COLUMNS = ["layer", "attention", "ffn", "kl", "lm_loss", "token_acc"]
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 # ---- models and subblocks -----------------------------------------------------------------------
 
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto` = float32 on CPU, bfloat16 on a GPU."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return _DTYPES[name]
 
 
 def load_parent(path: str | Path, device: torch.device, dtype: torch.dtype) -> Any:

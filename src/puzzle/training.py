@@ -26,6 +26,16 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """A config dtype name; `auto` = float32 on CPU (bf16 is slower there), bfloat16 on a GPU."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return DTYPES[name]
+
+
 def cosine_lr(step: int, total: int, base_lr: float, warmup: int, min_ratio: float) -> float:
     """Linear warmup for `warmup` steps, then cosine decay from base_lr to base_lr * min_ratio."""
     if step < warmup:
