@@ -43,7 +43,7 @@ import torch
 
 from puzzle import blocks
 from puzzle import config as config_mod
-from puzzle.training import resolve_dtype
+from puzzle.training import fixed_windows, pick_device, resolve_dtype
 
 COLUMNS = ["layer", "attention", "ffn", "kl", "lm_loss", "token_acc"]
 
@@ -330,7 +330,6 @@ def score_layers(
 
 def valid_windows(data_dir: str | Path, corpus: str, count: int, seq_len: int) -> torch.Tensor:
     from puzzle.data import read_shard
-    from puzzle.training import fixed_windows
 
     return fixed_windows(read_shard(Path(data_dir) / corpus / "valid.bin"), count, seq_len)
 
@@ -354,7 +353,6 @@ def run(
     """Scores (a pandas DataFrame with COLUMNS) of the given layers (default: all)."""
     import pandas as pd
 
-    from puzzle.training import pick_device
 
     sc = cfg["scoring"]
     torch.set_num_threads(cfg["threads"])
