@@ -30,7 +30,7 @@ rule costs:
     log:
         f"{R}/logs/costs/{{target}}.log",
     # every local core: no other job runs beside a timing (torch still uses config `threads`)
-    threads: max(config["threads"], workflow.cores or 1)
+    threads: max(config["threads"], LOCAL_CORES or 1)
     resources:
         mem_mb=16000,
         runtime=120,
