@@ -42,17 +42,17 @@ def child_of(parent: PreTrainedModel, shape: blocks.ParentShape) -> DeciLMForCau
 def decode_tokens_per_s(model: PreTrainedModel, prompt: torch.Tensor, new_tokens: int) -> float:
     """One run: prefill (untimed), then `new_tokens` single-token steps on the KV cache."""
     out = model(prompt, use_cache=True)
-    cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    cache, token = out.cache, out.logits[:, -1:].argmax(-1)
     start = time.perf_counter()
     for _ in range(new_tokens):
-        out = model(token, past_key_values=cache, use_cache=True)
-        cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        out = model(token, cache=cache, use_cache=True)
+        cache, token = out.cache, out.logits[:, -1:].argmax(-1)
     return prompt.shape[0] * new_tokens / (time.perf_counter() - start)
 
 
 def kv_bytes_per_token(model: PreTrainedModel, prompt: torch.Tensor) -> int:
     with torch.inference_mode():
-        cache = model(prompt[:1, :1], use_cache=True).past_key_values
+        cache = model(prompt[:1, :1], use_cache=True).cache
     return sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
 
 

@@ -58,6 +58,17 @@ def test_kl_of_the_parent_to_itself_is_exactly_zero(tiny):
     assert evaluate.quality(child, parent, windows, 4)["kl"] > 0.01
 
 
+def test_timed_greedy_loop_gives_the_tokens_of_generate(tiny):
+    root, parent_dir, child_dir, same_dir, data = tiny
+    prompts = fixed_windows(read_shard(data / "test.bin"), 3, 9)
+    for path in (parent_dir, child_dir):  # a Llama and a child with linear and no-op subblocks
+        model = AutoModelForCausalLM.from_pretrained(path).eval()
+        with torch.no_grad():
+            ref = model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), do_sample=False,
+                                 max_new_tokens=7, min_new_tokens=7, pad_token_id=0)
+        assert torch.equal(evaluate.greedy_generate(model, prompts, 7), ref[:, prompts.shape[1]:])
+
+
 def test_cli_writes_per_model_json_and_the_summary(tiny, capsys):
     root, parent_dir, child_dir, same_dir, data = tiny
     solution = write_solution(root / "solution.json", parent_dir, [PARENT_BLOCK] * 3)

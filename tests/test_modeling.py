@@ -370,7 +370,7 @@ def test_kv_cache_holds_only_attention_layers():
     model = make_model(config)
     ids = input_ids(length=6)
     out = model.generate(ids, max_new_tokens=5, do_sample=False, return_dict_in_generate=True)
-    cache = out.past_key_values
+    cache = out.cache
     assert config.attention_layers == [0, 3, 5]
     assert len(cache.layers) == 3  # layers 1, 2 (no-op, linear) and 4 (no-op) have no entry
     kv_heads = [config.num_key_value_heads_of(i) for i in config.attention_layers]
@@ -385,10 +385,10 @@ def test_incremental_decoding_matches_full_forward():
     with torch.no_grad():
         full = model(ids).logits
         prefix = model(ids[:, :5], use_cache=True)
-        cache = prefix.past_key_values
+        cache = prefix.cache
         steps = [prefix.logits]
         for t in range(5, 8):
-            out = model(ids[:, t : t + 1], past_key_values=cache, use_cache=True)
+            out = model(ids[:, t : t + 1], cache=cache, use_cache=True)
             steps.append(out.logits)
     assert (torch.cat(steps, 1) - full).abs().max().item() <= 1e-5
 
@@ -397,7 +397,7 @@ def test_model_without_attention_generates():
     no_attention = [{"attention": {"no_op": True}, "ffn": {"intermediate_size": 96}}] * 2
     model, prompt = make_model(make_config(no_attention)), input_ids(length=4)
     out = model.generate(prompt, max_new_tokens=3, do_sample=False, return_dict_in_generate=True)
-    assert len(out.past_key_values.layers) == 0
+    assert len(out.cache.layers) == 0
     assert torch.equal(out.sequences, model.generate(prompt, max_new_tokens=3, do_sample=False, use_cache=False))
 
 

@@ -219,7 +219,7 @@ class Workload:
         from transformers.cache_utils import DynamicCache
 
         with torch.no_grad():
-            return self.model(input_ids=self.prompt, past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1)
+            return self.model(input_ids=self.prompt, cache=DynamicCache(), use_cache=True, logits_to_keep=1)
 
     def prepare_decode(self) -> None:
         import torch
@@ -227,13 +227,13 @@ class Workload:
 
         self.cache = DynamicCache()
         with torch.no_grad():
-            self.model(input_ids=self.context, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+            self.model(input_ids=self.context, cache=self.cache, use_cache=True, logits_to_keep=1)
 
     def decode(self) -> Any:
         import torch
 
         with torch.no_grad():
-            return self.model(input_ids=self.step, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+            return self.model(input_ids=self.step, cache=self.cache, use_cache=True, logits_to_keep=1)
 
     def rewind(self) -> None:
         """Drop the token the last decode step appended: every step sees kv_len cached tokens."""
@@ -328,7 +328,8 @@ def measured_rows(parent_config: dict[str, Any], arch: cm.Arch, space: dict[str,
     for s in scen:
         for b in s["batch_sizes"]:
             sb = (s["name"], b)
-            e_layer = [slope((*sb, "empty"), k) for k in (0, 1)]
+            # an empty layer cannot save time: a negative slope is noise
+            e_layer = [max(slope((*sb, "empty"), k), 0.0) for k in (0, 1)]
             # intercepts 2 T(N) - T(2N) of every KV-cached attention's stacks, averaged (each is noisy)
             gqa = [v for k, v in variants if k == "attention" and blocks.kv_heads_of(v)]
             fixed = [

@@ -95,7 +95,7 @@ class DeciLMConfig(PretrainedConfig):
     model_type = "nemotron-nas"
     # Makes save_pretrained copy this file next to the weights and write `auto_map`.
     _auto_class = "AutoConfig"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache"]
 
     def __init__(
         self,
