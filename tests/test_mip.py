@@ -119,6 +119,35 @@ def test_diverse_solutions_equal_brute_force_and_differ(seed):
         previous.append(res.choice)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_answers_from_looser_budgets_equal_brute_force(seed, monkeypatch):
+    """A sweep loosest first, two diverse solutions per budget: the optima proved under a looser
+    budget that settle a tighter one (and its infeasibility) are the tighter budget's optima."""
+    rng = np.random.default_rng(300 + seed)
+    group, objective, resources = random_problem(rng)
+    min_diff = min_differing(group.max() + 1, 0.5)
+    mip = Mip(group, objective, resources, max_previous=1)
+    solves = []
+    monkeypatch.setattr(mip, "_solve", lambda *args: solves.append(args) or Mip._solve(mip, *args))
+    memory = bound_between(rng, group, resources["memory"], 0.6)
+    asked = 0
+    for q in (1.0, 1.0, 0.8, 0.6, 0.4, 0.2, 0.0, -0.1):
+        bounds = {"time": bound_between(rng, group, resources["time"], q), "memory": memory}
+        previous = []
+        for _ in range(2):
+            _, values, ok = brute_force(group, objective, resources, bounds, previous, min_diff)
+            res = mip.solve(bounds, previous, min_diff)
+            asked += 1
+            if not ok.any():
+                assert res is None
+                break
+            assert abs(res.objective - values[ok].min()) <= TOL
+            assert all(resources[r][res.choice].sum() <= b for r, b in bounds.items())
+            assert all((res.choice != p).sum() >= min_diff for p in previous)
+            previous.append(res.choice)
+    assert len(solves) < asked  # the repeated loosest budget (at least) came from the proved answers
+
+
 def test_dominated_options_are_dropped_exactly():
     group = np.array([0, 0, 0, 0, 1, 1])
     vectors = np.array([[0, 5], [1, 5], [1, 5], [2, 1], [0, 0], [0, 0]], dtype=float)

@@ -18,7 +18,7 @@ import contextlib
 import gc
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -189,6 +189,8 @@ class Mip:
             self.coefs = {k: c * self.scale[k] for k, c in columns.items()}
             self._mip = _Model(self, relaxed=False)
             self._lp = _Model(self, relaxed=True)
+            # proved answers per (goal, earlier solutions): each settles any tighter budget it fits
+            self._proved: dict[tuple[Any, ...], list[tuple[dict[str, float], Result | None]]] = {}
             self.setup_time_s = time.perf_counter() - t0
 
     def solve(
@@ -207,7 +209,29 @@ class Mip:
         if len(previous) > self.max_previous:
             raise ValueError(f"{len(previous)} earlier solutions but the model was reduced for at most {self.max_previous}")
         goal = GOAL if minimize is None else minimize
-        scaled = {r: b * self.scale[r] for r, b in bounds.items() if math.isfinite(b)}
+        finite = {r: float(b) for r, b in bounds.items() if math.isfinite(b)}
+        key = (goal, min_diff if len(previous) else 0, *(tuple(map(int, p)) for p in previous))
+        t0 = time.perf_counter()
+        for old, res in self._proved.get(key, ()):
+            if self._settles(old, res, finite):
+                return None if res is None else replace(res, solve_time_s=time.perf_counter() - t0)
+        result = self._solve(finite, goal, previous, min_diff, start)
+        if result is None or result.status == "optimal":
+            self._proved.setdefault(key, []).append((finite, result))
+        return result
+
+    def _settles(self, old: dict[str, float], res: Result | None, bounds: dict[str, float]) -> bool:
+        """Whether an answer proved under `old` bounds holds under `bounds`: when every bound is now
+        as tight or tighter the feasible set only shrank, so infeasible stays infeasible and an
+        optimum that still fits stays optimal."""
+        if not all(r in bounds and bounds[r] <= b for r, b in old.items()):
+            return False
+        return res is None or all(self.resources[r][res.choice].sum() <= b for r, b in bounds.items())
+
+    def _solve(
+        self, bounds: dict[str, float], goal: str, previous: Sequence[np.ndarray], min_diff: int, start: np.ndarray | None,
+    ) -> Result | None:
+        scaled = {r: b * self.scale[r] for r, b in bounds.items()}
         with _no_gc():
             t0 = time.perf_counter()
             for model in (self._lp, self._mip):
@@ -314,7 +338,7 @@ class Mip:
         search = _LocalSearch(self.layer_of, self.coefs[goal], costs, np.array(list(scaled.values())), prev, self.num_layers - min_diff)
         cands = [search.repair(np.array([mem[np.argmax(frac[mem])] for mem in self.members]))]
         if start is not None and all(int(j) in self.pos for j in start):
-            cands.append(np.array([self.pos[int(j)] for j in start]))
+            cands.append(search.repair(np.array([self.pos[int(j)] for j in start])))  # a looser budget's optimum may not fit
         ok = [c for c in cands if c is not None and search.feasible(c)]
         if not ok:
             return None
@@ -413,7 +437,8 @@ def verify(solution: dict[str, Any], scores: pd.DataFrame, costs: pd.DataFrame, 
     batch, input_len, output_len = int(sc["batch"]), int(sc["input_len"]), int(sc["output_len"])
     metric = solution["metric"]
     parent = (solution["parent"]["attention"], solution["parent"]["ffn"])
-    score_row = {(int(r["layer"]), r["attention"], r["ffn"]): r for r in scores.to_dict("records")}
+    # only the metric's column: whole records of every composition would cost more than the check
+    score = {(int(i), a, f): v for i, a, f, v in zip(scores["layer"], scores["attention"], scores["ffn"], scores[metric])}
     per_layer = "layer" in costs.columns
     sub = costs[(costs["scenario"] == sc["name"]) & (costs["batch"] == batch)]
     cost_row = {
@@ -426,11 +451,11 @@ def verify(solution: dict[str, Any], scores: pd.DataFrame, costs: pd.DataFrame, 
         problems.append(f"{len(layers)} layers but the scores have {num_layers}")
     objective = prefill = decode = params = kv = 0.0
     for i, block in enumerate(layers):
-        row, base = score_row.get((i, block["attention"], block["ffn"])), score_row.get((i, *parent))
+        row, base = score.get((i, block["attention"], block["ffn"])), score.get((i, *parent))
         if row is None or base is None:
             problems.append(f"layer {i}: {block['attention']}+{block['ffn']} (or the parent's pair) is not in the scores")
             continue
-        objective += row[metric] - base[metric]
+        objective += row - base
         for kind in ("attention", "ffn"):
             c = cost_row.get((kind, block[kind], i if per_layer else None))
             if c is None:
