@@ -3,7 +3,9 @@
 A full parent forward is `model(input_ids).logits` of the HF parent on the same windows in the same
 batch size (median of a few runs). Scoring is `scoring.score_layers` over every layer and every
 (attention, FFN) composition, including its own parent passes. Below 1 means the suffix-only,
-shared-attention evaluation beats a forward per candidate; the aim is below 0.5.
+shared-attention evaluation beats a forward per candidate; the aim is below 0.5. The FLOP ratio
+(matmul and attention FLOPs, counted on one window) is the same quotient free of timing noise; it
+leaves out elementwise work such as the head's log_softmax, which the full forward does not do.
 
     python benchmarks/bench_scoring.py                        # the embedded default's shape
     python benchmarks/bench_scoring.py --layers 2 --hidden 64 --windows 8 --passes 1 4
@@ -16,9 +18,11 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import tiny_library as tl  # noqa: E402
@@ -30,6 +34,19 @@ DEFAULT_SPACE = {
     "attention": {"kv_heads": [1], "linear": True, "no_op": True},
     "ffn": {"ratios": [0.87, 0.75, 0.5, 0.25, 0.2, 0.1], "multiple_of": 8, "linear": True, "no_op": True},
 }
+
+
+def cpu_sdpa_flops(query_shape: torch.Size, key_shape: torch.Size, value_shape: torch.Size, *args, **kwargs) -> int:
+    """FLOPs of the CPU flash-attention kernel, unknown to torch's counter (causal masking ignored)."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    with FlopCounterMode(
+        display=False, custom_mapping={torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_sdpa_flops}
+    ) as counter:
+        fn()
+    return counter.get_total_flops()
 
 
 def main() -> None:
@@ -85,6 +102,11 @@ def main() -> None:
             f"{args.seq} tokens, batch {args.batch}, {args.threads} threads, {device}"
         )
         print(f"candidates: {args.layers} layers x {len(attns)} attention x {len(ffns)} ffn = {n_cand}")
+        one = windows[:1].to(device)
+        with torch.no_grad():
+            fwd_flops = count_flops(lambda: hf(input_ids=one).logits)
+        score_flops = count_flops(lambda: scoring.score_layers(model, one, cands, 1, log=lambda m: None))
+        print(f"FLOP ratio {score_flops / (n_cand * fwd_flops):.3f} (one window: forward {fwd_flops / 1e9:.2f} GFLOP)")
         for cpp in args.passes:
             # The denominator is timed right before and after the scoring run (the machine is shared).
             fwd = [timed(full_forward) for _ in range(3)]

@@ -93,6 +93,24 @@ def test_noop_ffn_scores_positive_kl(setup):
     assert rows[0]["kl"] == 0.0 and rows[1]["kl"] > 1e-4
 
 
+def test_head_chunks_and_stacking_do_not_change_scores(setup, monkeypatch):
+    """Tokens through the head 7 rows at a time (a ragged last chunk), candidates stacked or not."""
+    model = scoring.load_parent(setup / "parent", torch.device("cpu"), torch.float32)
+    ffns = ["ffn_100", "ffn_50", "ffn_noop"]
+    cand = scoring.layer_candidates(model, 1, ["attn_kv2", "attn_kv1"], ffns, setup / "lib", 8)
+    windows = scoring.valid_windows(setup / "data", "mixed", 6, 32)
+    whole = scoring.score_layers(model, windows, [cand], 4, log=lambda m: None)
+    monkeypatch.setattr(scoring, "HEAD_CHUNK_ELEMENTS", 7 * model.config.vocab_size)
+    monkeypatch.setattr(scoring, "HEAD_MIN_ROWS", 1)
+    for per_pass in (1, 2):
+        rows = scoring.score_layers(model, windows, [cand], 4, per_pass, log=lambda m: None)
+        for r, w in zip(rows, whole, strict=True):
+            assert (r["attention"], r["ffn"], r["token_acc"]) == (w["attention"], w["ffn"], w["token_acc"])
+            # float32 matmul rounding differs with the chunk's row count
+            assert (r["kl"], r["lm_loss"]) == pytest.approx((w["kl"], w["lm_loss"]), abs=1e-6)
+    assert whole[0]["kl"] == 0.0 and all(r["kl"] > 1e-5 for r in whole[1:])
+
+
 def test_coupled_library_scores_equal_decoupled_for_the_same_weights(setup, tmp_path):
     from safetensors.torch import load_file, save_file
 

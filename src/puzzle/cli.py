@@ -25,7 +25,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "assemble": ("puzzle.assemble", "solution.json + library -> child checkpoint"),
     "gkd": ("puzzle.gkd", "global knowledge distillation of a child from the parent"),
     "evaluate": ("puzzle.evaluate", "quality and throughput of parent and children"),
-    "report": ("puzzle.report", "paper tables and figures"),
+    "report": ("puzzle.paper", "paper tables and figures (CSV + Markdown, PNG)"),
 }
 
 

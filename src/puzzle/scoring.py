@@ -9,14 +9,16 @@ that block swapped in is compared with the parent on fixed windows of the valid 
 
 Cost: a candidate never pays a full forward. Per window chunk, the parent runs once (embeddings,
 layers, head); its hidden state at the input of layer i is kept, and each candidate runs only its
-own layer i and the parent's layers i+1..L-1 and head. Within layer i, the attention output of an
-attention variant is shared by all FFN variants composed with it. The parent's next-token
-distribution p enters through three per-token quantities, so nothing of vocabulary size is cached:
+own layer i and the parent's layers i+1..L-1 and head; the parent's own block is not run. Within
+layer i, the attention output of an attention variant is shared by all FFN variants composed with
+it. The parent's next-token distribution p enters through three per-token quantities, so nothing of
+vocabulary size is cached:
 
     KL(p || q) = [p.z_p - lse(z_p)] - [p.z_q - lse(z_q)],   p.z = (p @ W_head) . norm(h)
 
-with z = W_head norm(h) the logits. The parent's block in layer i runs through exactly the same
-code path as the parent itself, so its KL is exactly 0.0 (and its LM loss the parent's).
+with z = W_head norm(h) the logits. The parent's block in layer i (library copies of the parent's
+subblocks) scores the parent's own pass: KL exactly 0.0, the parent's LM loss and accuracy. A token
+counts as predicted when its logit is the largest (so a tie for the top counts).
 
 Library files (written by the `bld` stage) hold one subblock's tensors under per-layer
 Nemotron-NAS names without the `model.layers.{i}.` prefix:
@@ -204,9 +206,17 @@ def run_layer(layer: Any, h: torch.Tensor, pos: tuple[torch.Tensor, torch.Tensor
     return ffn_part(layer, attention_part(layer, h, pos))
 
 
+# Logits elements per head chunk (16 MB in float32). A whole batch's logits (33 MB at 8 x 256 tokens
+# and a 4k vocabulary) exceed glibc's 32 MB mmap cap, so each candidate paid ~16k page faults on fresh
+# zeroed memory, ~40% of its head time on CPU; chunks reuse freed heap memory (and bound GPU memory).
+# At least HEAD_MIN_ROWS rows, so a large vocabulary still gets matmuls of useful size.
+HEAD_CHUNK_ELEMENTS = 1 << 22
+HEAD_MIN_ROWS = 256
+
+
 @dataclass
 class HeadStats:
-    """Per-token quantities of one forward's output distribution q (positions 0..T-2)."""
+    """Per-token quantities of one forward's output distribution q (positions 0..T-2, flattened)."""
 
     dot: torch.Tensor  # p . z_q (float64), p the parent's distribution
     lse: torch.Tensor  # logsumexp(z_q) (float64)
@@ -216,22 +226,41 @@ class HeadStats:
 
 def head_stats(
     model: Any, h: torch.Tensor, targets: torch.Tensor, pbar: torch.Tensor | None, head_w: torch.Tensor
-) -> tuple[HeadStats, Any]:
-    """Final norm + LM head (`head_w`, float32) on positions 0..T-2. With pbar = None (the parent's
-    own pass), also returns pbar = p @ W_head, the parent's distribution folded into hidden size.
-    The head runs in float32 whatever the model's dtype: bf16 logits would blur KLs of 1e-3."""
-    x = model.model.norm(h[:, :-1]).float()
-    logits = x @ head_w.T
-    # One fused log_softmax pass (torch.logsumexp is several times slower on CPU); the log-sum-exp
-    # is read off at the argmax, where log q is smallest in magnitude and so most precise.
-    logq = torch.log_softmax(logits, dim=-1)
-    top, best = logits.max(dim=-1)
-    lse = top - logq.gather(-1, best.unsqueeze(-1)).squeeze(-1)
-    nll = -logq.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    if pbar is None:
-        pbar = (logq.exp_() @ head_w).double()
-    dot = (x.double() * pbar).sum(-1)
-    return HeadStats(dot, lse.double(), nll.double(), best == targets), pbar
+) -> tuple[HeadStats, torch.Tensor]:
+    """Final norm + LM head (`head_w`, float32) on positions 0..T-2 of `h`, `targets` = the next tokens
+    (flattened). With pbar = None (the parent's own pass), also returns pbar = p @ W_head, the parent's
+    distribution folded into hidden size; a given pbar covers one copy of the windows, `h` may stack
+    several candidates. The head runs in float32 whatever the model's dtype: bf16 logits would blur
+    KLs of 1e-3. Tokens go through in chunks of about HEAD_CHUNK_ELEMENTS logits."""
+    x = model.model.norm(h[:, :-1]).float().flatten(0, 1)
+    n, vocab = x.shape[0], head_w.shape[0]
+    rows = max(HEAD_MIN_ROWS, HEAD_CHUNK_ELEMENTS // vocab)
+    lse = torch.empty(n, device=x.device)
+    logq_target = torch.empty(n, device=x.device)
+    correct = torch.empty(n, dtype=torch.bool, device=x.device)
+    own = pbar is None
+    if own:
+        pbar = torch.empty(n, x.shape[1], device=x.device)
+    for s in range(0, n, rows):
+        e = min(s + rows, n)
+        t = targets[s:e, None]
+        logits = x[s:e] @ head_w.T
+        # Maxima without indices (amax is several times cheaper than max(dim)): the target is
+        # predicted when its logit is the top one.
+        top = logits.amax(dim=-1)
+        torch.eq(logits.gather(-1, t).squeeze(-1), top, out=correct[s:e])
+        # One fused log_softmax pass (torch.logsumexp is several times slower on CPU); the
+        # log-sum-exp is read off at the argmax, where log q is smallest in magnitude and so most
+        # precise: log_softmax is monotone within a row, so max log q is log q at the argmax.
+        logq = torch.log_softmax(logits, dim=-1)
+        torch.sub(top, logq.amax(dim=-1), out=lse[s:e])
+        logq_target[s:e] = logq.gather(-1, t).squeeze(-1)
+        if own:
+            torch.mm(logq.exp_(), head_w, out=pbar[s:e])
+    if own:
+        pbar = pbar.double()
+    dot = (x.double().view(-1, *pbar.shape) * pbar).sum(-1).flatten()
+    return HeadStats(dot, lse.double(), -logq_target.double(), correct), pbar
 
 
 @dataclass
@@ -257,7 +286,7 @@ def _split(stats: HeadStats, n: int) -> list[HeadStats]:
     return [HeadStats(*(p[k] for p in parts)) for k in range(n)]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def score_layers(
     model: Any,
     windows: torch.Tensor,
@@ -268,8 +297,8 @@ def score_layers(
 ) -> list[dict[str, Any]]:
     """Replace-1-block scores of every composition in `candidates` (one entry per layer) on `windows`.
 
-    The parent runs once per chunk of `batch_size` windows for all layers together; every candidate
-    runs layers i..L-1 and the head only, `candidates_per_pass` of them stacked along the batch.
+    The parent runs once per chunk of `batch_size` windows for all layers together; every other
+    candidate runs layers i..L-1 and the head only, `candidates_per_pass` of them stacked along the batch.
     """
     device = next(model.parameters()).device
     layers = model.model.layers
@@ -279,7 +308,7 @@ def score_layers(
     t0 = time.perf_counter()
     for start in range(0, len(windows), batch_size):
         ids = windows[start : start + batch_size].to(device)
-        targets = ids[:, 1:]
+        targets = ids[:, 1:].flatten()
         h = model.model.embed_tokens(ids)
         position_ids = torch.arange(ids.shape[1], device=device).unsqueeze(0)
         pos = model.model.rotary_emb(h, position_ids=position_ids)
@@ -300,21 +329,20 @@ def score_layers(
                     mids[a] = attention_part(cand.attention[a], h_in, pos)
                 return ffn_part(cand.ffn[f], mids[a])
 
-            # The parent's composition runs alone, with exactly the shapes of the parent's own pass,
-            # so its result is bitwise the parent's (KL 0.0); stacking could change float rounding.
+            # The parent's own composition is the parent (library copies of its subblocks): not run,
+            # its KL is exactly 0.0 and its loss and accuracy the parent's.
+            if cand.parent in cand.compositions:
+                totals[(i, *cand.parent)].add(ref, ref)
             others = [c for c in cand.compositions if c != cand.parent]
-            groups = [[cand.parent]] if cand.parent in cand.compositions else []
-            groups += [others[g : g + candidates_per_pass] for g in range(0, len(others), candidates_per_pass)]
-            for group in groups:
+            for g in range(0, len(others), candidates_per_pass):
+                group = others[g : g + candidates_per_pass]
                 hs = [block_out(a, f) for a, f in group]
                 x = hs[0] if len(hs) == 1 else torch.cat(hs, dim=0)
                 for layer in layers[i + 1 :]:
                     x = run_layer(layer, x, pos)
                 n = len(group)
-                stats, _ = head_stats(
-                    model, x, targets.repeat(n, 1), pbar if n == 1 else pbar.repeat(n, 1, 1), head_w
-                )
-                for (a, f), s in zip(group, _split(stats, n) if n > 1 else [stats]):
+                stats, _ = head_stats(model, x, targets.repeat(n), pbar, head_w)
+                for (a, f), s in zip(group, _split(stats, n)):
                     totals[(i, a, f)].add(ref, s)
         done = min(start + batch_size, len(windows))
         log(f"windows {done}/{len(windows)}  {time.perf_counter() - t0:.1f} s")

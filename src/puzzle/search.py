@@ -34,6 +34,7 @@ from puzzle.config import ConfigError
 from puzzle.io import read_json, write_csv, write_json
 from puzzle.mip import SOLVER_INTERFACE, SOLVER_NAME, Mip, check_diversity, min_differing, verify
 from puzzle.search_tables import (
+    METRICS,
     RESOURCE_OF,
     TARGET_KINDS,
     UNIT_OF,
@@ -307,10 +308,10 @@ class Search:
         self, kind: str, points: list[Target], fixed: dict[str, Target], **run_kwargs: Any,
     ) -> list[list[dict[str, Any]] | InfeasibleError]:
         """One `run` per budget on `kind` (other targets fixed); results in the order given, solved
-        tightest first so that each solution warm-starts the next, looser budget."""
+        loosest first: an optimum that still fits a tighter budget is its optimum too, with no solve."""
         first = self.batches[0]
         order = sorted(range(len(points)), key=lambda i: points[i].resolve(self.parent_totals[first]),
-                       reverse=kind == "throughput")
+                       reverse=kind != "throughput")
         results: list[Any] = [None] * len(points)
         for i in order:
             try:
@@ -358,7 +359,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--latency", help="ms, '250ms', '0.25s', or a factor of the parent's like 0.5x")
     s.add_argument("--num-solutions", type=int)
     s.add_argument("--diversity", type=float, help="fraction of layers each solution must change vs every earlier one")
-    s.add_argument("--budget", help="one budget as <resource>_<value> (e.g. throughput_2x): how the workflow names a sweep point")
+    s.add_argument("--budget", help="one budget as <resource>_<value>[@<method|metric>[-s<seed>]] (e.g. throughput_2x, throughput_2x@greedy): how the workflow names a solution")
     s.add_argument("--sweep", nargs="+", help="budgets on --sweep-resource, one solution set per budget")
     s.add_argument("--sweep-resource", choices=TARGET_KINDS)
     s.add_argument("--time-limit-s", type=float)
@@ -367,15 +368,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--random-samples", type=int)
 
 
+def budget_variant(text: str) -> dict[str, Any]:
+    """The search settings a budget's `@` suffix names (the paper's ablations as solution folders):
+    a method (`greedy`), a metric (`lm_loss`), either with a seed (`random-s1`); "" = none."""
+    if not text:
+        return {}
+    m = re.fullmatch(r"([a-z_]+?)(?:-s(\d+))?", text)
+    if m is None or m.group(1) not in (*METHODS, *METRICS):
+        raise ConfigError(f"--budget suffix @{text}: expected @<method or metric>[-s<seed>] with one of {[*METHODS, *METRICS]}")
+    out: dict[str, Any] = {"method" if m.group(1) in METHODS else "metric": m.group(1)}
+    if m.group(2) is not None:
+        out["seed"] = int(m.group(2))
+    return out
+
+
 def _config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """The whole validated config, and its search section with command-line overrides on top."""
     whole = config_mod.from_args(args)
     overrides = {k: getattr(args, k) for k in whole["search"] if getattr(args, k, None) is not None}
     if getattr(args, "budget", None):
-        kind, _, value = args.budget.partition("_")
+        budget, _, variant = args.budget.partition("@")
+        kind, _, value = budget.partition("_")
         if kind not in TARGET_KINDS or not value:
             raise ConfigError(f"--budget {args.budget!r}: expected <resource>_<value> with resource one of {list(TARGET_KINDS)}")
-        overrides.update({kind: value, "sweep": []})
+        overrides.update({kind: value, "sweep": [], **budget_variant(variant)})
     return whole, config_mod.validate(config_mod.deep_merge(whole, {"search": overrides}))["search"]
 
 

@@ -1,5 +1,7 @@
 # The MIP search (or a baseline): one job per budget, planned from the score and cost tables alone
-# (no torch, no GPU). {solution} = target/scenario/budget, budget = <resource>_<value>.
+# (no torch, no GPU). {solution} = target/scenario/budget, budget = <resource>_<value>, optionally with
+# the paper's ablations as a suffix that `puzzle search --budget` reads: @<method|metric>[-s<seed>]
+# (throughput_2.17x@greedy, throughput_2.17x@lm_loss, throughput_2.17x@random-s1; rules/paper.smk).
 SOLUTIONS = pzc.solution_ids(config)
 
 

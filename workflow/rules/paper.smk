@@ -1,0 +1,177 @@
+# Analogues of the paper's tables and figures: `snakemake paper`, then `snakemake paper --report report.html`.
+# Ablation children are ordinary solutions whose budget carries an @-suffix (rules/search.smk:
+# `throughput_2.17x@greedy`), so rules/child.smk assembles, distills and evaluates them unchanged.
+# Each artifact is one rule whose inputs and arguments hold exactly what it reads, so changing one
+# ablation's setting (config `paper`) reruns that ablation's jobs and its table only.
+import shlex
+
+PAPER = config["paper"]
+PAPER_OUT = f"{R}/paper"
+MAIN = SOLUTIONS[0]  # the experiment's own child: the paper's Puzzle child in every table
+MAIN_TARGET, MAIN_SCENARIO, _ = MAIN.split("/")
+MAIN_SOLUTION = f"{R}/search/{MAIN}/solution.json"
+MAIN_COSTS = f"{R}/costs/{MAIN_TARGET}/costs.csv"
+# Fig. 5 / 7: the children evaluated along the throughput sweep (named as search.sweep names its points)
+SWEEP_CHILDREN = list(
+    dict.fromkeys([MAIN, *pzc.solution_ids(pzc.deep_merge(config, {"search": {"sweep": PAPER["evaluate"], "sweep_resource": "throughput"}}))])
+)
+SWEEP_DIR = f"{PAPER_OUT}/sweep"
+
+# Table 17: GKD loss variants of the main child; the one equal to gkd.loss is the experiment's own GKD.
+LOSS_TERMS = list(config["gkd"]["loss"])
+GKD_LOSSES = list(dict.fromkeys(PAPER["gkd_losses"]))
+
+LOSS_DIR = {
+    loss: f"{R}/gkd/{MAIN}"
+    if {t: t in loss.split("+") for t in LOSS_TERMS} == config["gkd"]["loss"]
+    else f"{PAPER_OUT}/gkd_loss/{loss}/{MAIN}"
+    for loss in GKD_LOSSES
+}
+
+LOSS_EVAL = f"{PAPER_OUT}/gkd_loss/eval/{MAIN}"
+
+# artifact -> the children (solution ids) it compares
+CHILDREN_OF = {
+    "table1": [MAIN],
+    "table2": [MAIN],
+    "table11": [MAIN, f"{MAIN}@lm_loss"],
+    "table12": [MAIN, f"{MAIN}@noop_only"],
+    "table13": [MAIN, f"{MAIN}@greedy"],
+    "table14": [MAIN, f"{MAIN}@max_params"],
+    "table15": [MAIN, *(f"{MAIN}@random-s{s}" for s in PAPER["random_seeds"])],
+    "table16": [MAIN],
+    "table17": [MAIN],
+    "fig5": SWEEP_CHILDREN,
+    "fig6": [],
+    "fig7": [*SWEEP_CHILDREN, *(f"{s}@lm_loss" for s in SWEEP_CHILDREN)],
+    "fig8": [],
+}
+# artifact -> (further inputs, further arguments of `puzzle report`)
+EXTRA_OF = {
+    "table2": ([], " ".join(f"--paper-scenario {shlex.quote(f'{k}={v}')}" for k, v in PAPER["scenarios"].items())),
+    "table17": (
+        [*expand(f"{LOSS_EVAL}/{{loss}}.json", loss=GKD_LOSSES), *LOSS_DIR.values()],
+        " ".join([f"--loss-eval {LOSS_EVAL}", *(f"--variant {loss}={LOSS_DIR[loss]}" for loss in GKD_LOSSES)]),
+    ),
+    "fig5": ([SWEEP_DIR], f"--sweep {SWEEP_DIR}"),
+    "fig6": ([MAIN_COSTS, MAIN_SOLUTION], f"--costs {MAIN_COSTS} --solution {MAIN_SOLUTION}"),
+    "fig8": ([SWEEP_DIR, MAIN_COSTS, MAIN_SOLUTION], f"--sweep {SWEEP_DIR} --costs {MAIN_COSTS} --solution {MAIN_SOLUTION}"),
+}
+
+# artifact -> (path, shown in the report) of its outputs: a figure's PNG, a table's CSV (+ Markdown)
+FILES_OF = {
+    a: [(f"{PAPER_OUT}/{a}.png", True)]
+    if a.startswith("fig")
+    else [(f"{PAPER_OUT}/{a}.csv", True), (f"{PAPER_OUT}/{a}.md", False)]
+    for a in PAPER["artifacts"]
+}
+PAPER_FILES = [path for files in FILES_OF.values() for path, _ in files]
+
+
+report: "../report/workflow.rst"
+
+
+rule paper:
+    input:
+        PAPER_FILES,
+
+
+for _artifact in PAPER["artifacts"]:
+    _children = CHILDREN_OF[_artifact]
+    _inputs, _args = EXTRA_OF.get(_artifact, ([], ""))
+
+    rule:
+        name:
+            f"paper_{_artifact}"
+        input:
+            [f"{R}/search/{s}/solution.json" for s in _children],
+            expand(f"{R}/eval/{{solution}}/{{model}}.json", solution=_children, model=EVAL_MODELS),
+            _inputs,
+        output:
+            [
+                report(path, caption=f"../report/{_artifact}.rst", category="Figures" if _artifact.startswith("fig") else "Tables")
+                if shown
+                else path
+                for path, shown in FILES_OF[_artifact]
+            ],
+        params:
+            artifact=_artifact,
+            args=" ".join([*(f"--child {R}/search/{s}/solution.json {R}/eval/{s}" for s in _children), *([_args] if _args else [])]),
+            out=lambda w, output: os.path.splitext(output[0])[0],
+        log:
+            f"{R}/logs/paper/{_artifact}.log",
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        conda:
+            "../envs/puzzle.yaml"
+        shell:
+            "python -m puzzle report {params.artifact} {params.args} --out {params.out} > {log} 2>&1"
+
+
+# Fig. 5 / 8: one search over the throughput sweep (infeasible targets are recorded, not fatal).
+rule paper_sweep:
+    input:
+        scores=SCORES,
+        costs=MAIN_COSTS,
+        parent=PARENT,
+    output:
+        directory(SWEEP_DIR),
+    params:
+        cfg=pzc.cli_arg(config, "search", "search_space.ffn.multiple_of"),
+        sweep=" ".join(shlex.quote(str(v)) for v in PAPER["sweep"]),
+        scenario=MAIN_SCENARIO,
+    log:
+        f"{R}/logs/paper/sweep.log",
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../envs/puzzle.yaml"
+    shell:
+        "python -m puzzle search --cfg {params.cfg} --scores {input.scores} --costs {input.costs}"
+        " --parent-config {input.parent} --scenario {params.scenario} --sweep {params.sweep} --sweep-resource throughput"
+        " --out-dir {output} > {log} 2>&1"
+
+
+# Table 17: the main child distilled with another loss (everything else as rule gkd).
+use rule gkd as paper_gkd_loss with:
+    output:
+        directory(f"{PAPER_OUT}/gkd_loss/{{loss}}/{{solution}}"),
+    wildcard_constraints:
+        loss=r"[a-z+]+",
+        solution=SOLUTION_ID,
+    params:
+        cfg=lambda w: pzc.cli_arg(
+            pzc.deep_merge(config, {"gkd": {"loss": {t: t in w.loss.split("+") for t in LOSS_TERMS}}}), "gkd", "seed", "threads", "device"
+        ),
+        launch=GKD_LAUNCH,
+    log:
+        f"{R}/logs/paper/gkd_loss/{{loss}}/{{solution}}.log",
+
+
+# Table 17: every loss variant in one evaluate job (same test windows, one shared timing).
+rule paper_gkd_loss_eval:
+    input:
+        parent=PARENT,
+        variants=list(LOSS_DIR.values()),
+        test=f"{R}/data/{CORPUS}/test.bin",
+        solution=MAIN_SOLUTION,
+    output:
+        expand(f"{LOSS_EVAL}/{{loss}}.json", loss=["parent", *GKD_LOSSES]),
+    params:
+        cfg=pzc.cli_arg(config, "evaluate", "threads", "device"),
+        models=" ".join(f"--model {loss}={LOSS_DIR[loss]}" for loss in GKD_LOSSES),
+        out=lambda w, output: os.path.dirname(output[0]),
+    log:
+        f"{R}/logs/paper/gkd_loss_eval.log",
+    threads: config["threads"]
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        **GPU,
+    conda:
+        "../envs/puzzle.yaml"
+    shell:
+        "python -m puzzle evaluate --cfg {params.cfg} --parent {input.parent} {params.models} --test {input.test}"
+        " --solution {input.solution} --out {params.out} > {log} 2>&1"
