@@ -30,6 +30,9 @@ from puzzle.search_tables import load_costs
 # ---- the paper's numbers (PAPER.md section 7, ICML numbering) --------------------------------------
 
 _MIP_51B = {"row": "Puzzle MIP + KL (pre-GKD 51B)", "mmlu": 78.39, "throughput_tok_s": 5500.25}
+# rows that several tables quote: the parent, and Nemotron-51B before GKD (MMLU, MT-Bench, average)
+_LLAMA_70B = {"mmlu": 81.66, "mt_bench": 8.93, "avg": 85.48}
+_51B_NO_GKD = {"mmlu": 78.39, "mt_bench": 8.67, "avg": 82.55}
 
 PAPER: dict[str, dict[str, Any]] = {
     "table1": {
@@ -69,7 +72,7 @@ PAPER: dict[str, dict[str, Any]] = {
     "table15": {
         "source": "Table 15: random baselines vs Puzzle, all after 10B tokens of GKD (MMLU, MT-Bench, average, % of the 70B)",
         "rows": {
-            "parent": {"row": "Llama-3.1-70B", "mmlu": 81.66, "mt_bench": 8.93, "avg": 85.48, "relative_pct": 100.0},
+            "parent": {"row": "Llama-3.1-70B", **_LLAMA_70B, "relative_pct": 100.0},
             "mip": {"row": "Nemotron-51B (10B tokens)", "mmlu": 79.7, "mt_bench": 8.89, "avg": 84.30, "relative_pct": 98.61},
             "random": {"row": "random from block library", "mmlu": 66.02, "mt_bench": 8.20, "avg": 74.01, "relative_pct": 86.58},
         },
@@ -77,15 +80,15 @@ PAPER: dict[str, dict[str, Any]] = {
     "table16": {
         "source": "Table 16: effect of GKD, Llama-3.1-70B -> Nemotron-51B (MMLU, MT-Bench, average)",
         "rows": {
-            "parent": {"row": "Llama-3.1-70B", "mmlu": 81.66, "mt_bench": 8.93, "avg": 85.48},
-            "child": {"row": "51B without GKD", "mmlu": 78.39, "mt_bench": 8.67, "avg": 82.55},
+            "parent": {"row": "Llama-3.1-70B", **_LLAMA_70B},
+            "child": {"row": "51B without GKD", **_51B_NO_GKD},
             "gkd": {"row": "51B with GKD", "mmlu": 80.20, "mt_bench": 8.99, "avg": 85.10},
         },
     },
     "table17": {
         "source": "Table 17: GKD loss terms, Nemotron-51B after BLD, ~5B tokens each (MMLU, MT-Bench, average, validation KL)",
         "rows": {
-            "child": {"row": "no uptraining", "mmlu": 78.39, "mt_bench": 8.67, "avg": 82.55, "val_kl": 0.19},
+            "child": {"row": "no uptraining", **_51B_NO_GKD, "val_kl": 0.19},
             "lm": {"row": "L_LM", "mmlu": 78.55, "mt_bench": 7.71, "avg": 77.83, "val_kl": 0.31},
             "kl+lm": {"row": "L_LM + L_KLD", "mmlu": 79.26, "mt_bench": 8.85, "avg": 83.88, "val_kl": 0.14},
             "kl": {"row": "L_KLD", "mmlu": 79.33, "mt_bench": 8.68, "avg": 83.07, "val_kl": 0.10},
@@ -93,7 +96,7 @@ PAPER: dict[str, dict[str, Any]] = {
             "cosine": {"row": "L_cos", "mmlu": 79.40, "mt_bench": 8.74, "avg": 83.40, "val_kl": 0.16},
             "cosine+kl+lm": {"row": "L_LM + L_cos + L_KLD", "mmlu": 79.45, "mt_bench": 8.66, "avg": 83.03, "val_kl": 0.14},
             "cosine+kl": {"row": "L_cos + L_KLD (Puzzle)", "mmlu": 79.61, "mt_bench": 8.87, "avg": 84.16, "val_kl": 0.11},
-            "parent": {"row": "parent 70B", "mmlu": 81.66, "mt_bench": 8.93, "avg": 85.48, "val_kl": 0.0},
+            "parent": {"row": "parent 70B", **_LLAMA_70B, "val_kl": 0.0},
         },
     },
     # Fig. 7 (8B children, RTX 4090): best-effort reading of garbled plot labels; approximate
