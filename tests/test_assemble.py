@@ -77,6 +77,24 @@ def test_coupled_library_gives_the_same_child_as_its_decoupled_parts(tiny, tmp_p
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_random_weights_keep_the_architecture_and_nothing_of_the_parent(tiny, tmp_path):
+    root, parent_dir, library = tiny
+    layers = [PARENT_BLOCK, ("attn_kv1", "ffn_noop"), ("attn_linear", "ffn_50")]
+    solution = write_solution(tmp_path / "solution.json", parent_dir, layers)
+    outs = {}
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        record = assemble.assemble(solution, tmp_path / "no_library", parent_dir, tmp_path / name, "decoupled", random_weights=seed)
+        outs[name] = load_file(str(tmp_path / name / "model.safetensors"))
+    assert record["library"] is None and record["random_weights_seed"] == 2
+    from_library = load_file(str(make_child(root, parent_dir, library, layers, "random_ref") / "model.safetensors"))
+    assert outs["a"].keys() == from_library.keys()  # the same architecture, tensor for tensor
+    assert all(outs["a"][k].shape == from_library[k].shape for k in outs["a"])
+    assert all(torch.equal(outs["a"][k], outs["b"][k]) for k in outs["a"])  # seeded
+    parent = load_file(str(parent_dir / "model.safetensors"))
+    for k in ("model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.2.mlp.up_proj.weight"):
+        assert not torch.equal(outs["a"][k], outs["c"][k]) and not torch.equal(outs["a"][k], parent.get(k, from_library[k]))
+
+
 def test_cli_and_clear_errors(tiny, tmp_path, capsys):
     root, parent_dir, library = tiny
     solution = write_solution(tmp_path / "solution.json", parent_dir, [("attn_noop", "ffn_noop")] * 3)

@@ -71,3 +71,21 @@ def test_local_jsonl_and_text_files(tmp_path):
 def test_limit_chars_keeps_whole_documents_in_order():
     assert data.limit_chars(["aaaa", "bbbb", "cccc"], 5) == ["aaaa", "bbbb"]
     assert data.limit_chars(["aaaa"], None) == ["aaaa"]
+
+
+def test_one_more_corpus_is_tokenized_with_the_experiment_tokenizer(tmp_path):
+    cfg = pzc.validate({"data": {"corpus": "python", "max_chars": 60_000, "tokenizer": {"vocab_size": 300}}})
+    with pytest.raises(pzc.ConfigError, match="no tokenizer"):
+        data.run_corpus(cfg, "bible", tmp_path)
+    data.run(cfg, tmp_path)
+    meta = data.run_corpus(cfg, "bible", tmp_path)["bible"]
+    tok = data.load_tokenizer(tmp_path / "tokenizer")
+    assert meta["vocab_size"] == len(tok) and json.loads((tmp_path / "bible" / "meta.json").read_text()) == meta
+    # the Bible splits as it does inside the mixed corpus ("kjv" sorts before the other sources), so
+    # a narrow BLD never trains on the mixed corpus's held-out text
+    kjv = data.limit_chars(data.kjv_docs(), 60_000)
+    alone = data.split_documents({"kjv": kjv}, cfg["data"], cfg["seed"])
+    mixed = data.split_documents({"kjv": kjv, "stdlib": [f"x = {i}" for i in range(50)]}, cfg["data"], cfg["seed"])
+    assert {s: set(alone[s]) for s in data.SPLITS} == {s: set(mixed[s]) & set(kjv) for s in data.SPLITS}
+    test = data.read_shard(tmp_path / "bible" / "test.bin")
+    assert tok.decode(test[: test.tolist().index(tok.eos_token_id)].tolist()) == alone["test"][0]

@@ -84,6 +84,26 @@ def test_search_ablation_rows_carry_the_papers_numbers_of_their_method(tmp_path)
     assert paper.search_ablation("table11", [mip, lm])["paper_half_mmlu"].tolist()[1:] == [64.94, 66.24]
     t15 = paper.search_ablation("table15", [mip, rnd])
     assert t15["row"][2] == "random seed 3 (kl)" and t15["paper_avg"].tolist() == [85.48, 84.30, 74.01]
+    # random weights: the budget folder says so (rules/search.smk)
+    scratch = paper.load_child(*write_child(tmp_path, "throughput_2x@random-s3-scratch", solution(method="random", seed=3)))
+    parent_arch = paper.load_child(*write_child(tmp_path, "unconstrained@scratch", solution()))
+    t15 = paper.search_ablation("table15", [mip, rnd, scratch, parent_arch])
+    assert t15["paper_avg"].tolist()[3:] == [16.02, 16.46]
+    assert t15["row"][3] == "fully random: random seed 3 architecture, random weights"
+
+
+def test_table18_puts_the_compressed_parents_beside_the_child_with_their_kept_fraction(tmp_path):
+    main = child(tmp_path)
+    parent = main.evals["parent"]
+    for m in ("parent", "gkd"):
+        main.evals[m]["parameters"] = {"parent": 1000, "gkd": 800}[m]
+    wanda = eval_row("wanda", 0.30, 3.0, 0.6, 100.0, parent)  # dense: the parent's speed
+    t = paper.table18(main, {"wanda": ({"parameters": {"fraction": 0.56}}, wanda)})
+    assert t["row"].tolist() == ["parent", "Puzzle child", "wanda"]
+    assert t["kept_params_fraction"].tolist() == [1.0, 0.8, 0.56]
+    assert t["measured_speedup"].tolist() == [1.0, 1.5, 1.0] and t["token_acc"].tolist() == [0.5, 0.48, 0.30]
+    assert t["retained_token_acc_pct"].tolist() == pytest.approx([100.0, 96.0, 60.0])
+    assert t["paper_relative_pct"].tolist() == [100.0, 99.49, 92.23]
 
 
 def test_table17_one_row_per_loss_with_its_terms_and_validation_kl(tmp_path):
@@ -190,6 +210,8 @@ def test_report_cli_writes_csv_and_markdown(tmp_path):
     ("throughput_2x@greedy", {"method": "greedy", "metric": "kl", "seed": 0}),
     ("throughput_2x@lm_loss", {"method": "mip", "metric": "lm_loss", "seed": 0}),
     ("throughput_2x@random-s3", {"method": "random", "metric": "kl", "seed": 3}),
+    ("throughput_2x@bld-coupled", {"method": "mip", "metric": "kl", "seed": 0}),  # another library: same search
+    ("throughput_2x@random-s3-scratch", {"method": "random", "metric": "kl", "seed": 3}),  # random weights: same search
 ])
 def test_search_budget_suffix_names_the_method_metric_and_seed(budget, expected):
     parser = argparse.ArgumentParser()
@@ -198,9 +220,47 @@ def test_search_budget_suffix_names_the_method_metric_and_seed(budget, expected)
     assert cfg["throughput"] == "2x" and {k: cfg[k] for k in expected} == expected
 
 
+def test_unconstrained_budget_drops_the_configured_targets():
+    parser = argparse.ArgumentParser()
+    search.add_arguments(parser)
+    _, cfg = search._config(parser.parse_args(["--budget", "unconstrained@scratch", "--cfg", json.dumps({"search": {"throughput": "2x"}})]))
+    assert (cfg["throughput"], cfg["memory"], cfg["latency"], cfg["method"]) == (None, None, None, "mip")
+
+
 def test_search_budget_suffix_rejects_unknown_names():
     with pytest.raises(search.ConfigError, match="@fast"):
         search.budget_variant("fast")
+
+
+def write_library(root, name, mode="decoupled", corpus="mixed", tokens=4096, trained=(("attn_kv1", 1.5), ("ffn_50", 2.5))):
+    """A block library's entry JSONs as bld.py writes them: trained entries (name, wall s) and a no-op."""
+    d = root / name / "library" / "layer_0"
+    d.mkdir(parents=True)
+    common = {"mode": mode, "train_activations": f"results/x/activations/{corpus}/train"}
+    for entry, wall in trained:
+        (d / f"{entry}.json").write_text(json.dumps({**common, "tokens": tokens, "steps": 4, "wall_s": wall}))
+    (d / "ffn_noop.json").write_text(json.dumps({**common, "tokens": 0, "steps": 0, "wall_s": 0.0}))
+    return root / name / "library"
+
+
+def test_library_ablation_rows_report_what_bld_spent_and_the_papers_row_of_each_library(tmp_path):
+    main = child(tmp_path, "main")
+    other = paper.load_child(*write_child(tmp_path, "other", solution(tok_s=21.0), acc=(0.5, 0.40, 0.47)))
+    libs = [write_library(tmp_path / "lib", "experiment"),
+            write_library(tmp_path / "lib", "coupled", mode="coupled", trained=(("attn_kv1+ffn_50", 3.0),) * 1)]
+    t8 = paper.library_ablation("table8", [main, other], libs)
+    assert t8["row"].tolist() == ["experiment", "coupled"] and t8["bld_mode"].tolist() == ["decoupled", "coupled"]
+    assert t8["trained_blocks"].tolist() == [2, 1] and t8["bld_tokens"].tolist() == [8192, 4096]
+    assert t8["bld_s"].tolist() == [4.0, 3.0]
+    assert t8["paper_accuracy"].tolist() == [72.92, 73.98]
+    assert t8["token_acc_before_gkd"].tolist() == [0.45, 0.40] and t8["measured_speedup"].tolist() == [1.5, 1.5]
+    narrow = write_library(tmp_path / "lib", "narrow", corpus="bible")
+    assert paper.library_ablation("table9", [main, other], [libs[0], narrow])["paper_mmlu"].tolist() == [78.39, 74.84]
+    quarter = write_library(tmp_path / "lib", "tokens1024", tokens=1024)
+    t10 = paper.library_ablation("table10", [main, other], [libs[0], quarter])
+    assert t10["tokens_per_block"].tolist() == [4096, 1024] and t10["paper_mmlu"].tolist() == [78.54, 78.27]
+    with pytest.raises(paper.config_mod.ConfigError, match="--library"):
+        paper.library_ablation("table8", [main, other], libs[:1])
 
 
 def planned_jobs(stdout):
@@ -222,17 +282,31 @@ def test_paper_target_plans_the_ablations_and_a_changed_loss_list_replans_table1
     assert r.returncode == 0, r.stderr + r.stdout
     before = planned_jobs(r.stdout)
     searched = {re.search(r"search/local/tiny/([^/]+)/solution.json", out).group(1) for rule, out in before if rule == "search"}
-    assert searched == {"throughput_1.3x", *(f"throughput_1.3x@{v}" for v in ("lm_loss", "noop_only", "greedy", "max_params", "random-s0"))}
+    ablations = ("lm_loss", "noop_only", "greedy", "max_params", "random-s0", "random-s0-scratch", "bld-coupled", "bld-narrow", "bld-tokens2048")
+    assert searched == {"throughput_1.3x", "unconstrained@scratch", *(f"throughput_1.3x@{v}" for v in ablations)}
+    random_init = {out.rsplit("/", 1)[1]: shell for (rule, out), (_, shell) in before.items() if rule == "assemble" and "--random-weights" in shell}
+    assert sorted(random_init) == ["throughput_1.3x@random-s0-scratch", "unconstrained@scratch"]
+    assert "--random-weights 0" in random_init["throughput_1.3x@random-s0-scratch"]
     rules = {rule for rule, _ in before}
-    assert {f"paper_table{t}" for t in (1, 2, 11, 12, 13, 14, 15, 16, 17)} | {f"paper_fig{f}" for f in (5, 6, 7, 8)} <= rules
+    assert {f"paper_table{t}" for t in (1, 2, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)} | {f"paper_fig{f}" for f in (5, 6, 7, 8)} <= rules
+    assert {"paper_compress", "paper_compress_eval"} <= rules
     assert "paper_sweep" in rules
-    cfg = yaml.safe_load(micro.read_text())
-    cfg["paper"]["gkd_losses"] = ["cosine+kl", "kl"]  # lm -> kl
-    (tmp_path / "changed.yaml").write_text(yaml.safe_dump(cfg))
-    r = snakemake(repo, tmp_path / "wd", "-n", "-p", "paper", "--configfile", str(tmp_path / "changed.yaml"), env=venv_env)
-    assert r.returncode == 0, r.stderr + r.stdout
-    after = planned_jobs(r.stdout)
-    # Snakemake reruns a job when its inputs or its command change: only Table 17's jobs do
-    changed = {rule for rule, out in before.keys() ^ after.keys()}
-    changed |= {rule for key in before.keys() & after.keys() if before[key] != after[key] for rule in [key[0]]}
-    assert changed == {"paper_gkd_loss", "paper_gkd_loss_eval", "paper_table17"}
+    # Table 9's narrow library learns from the Bible's activations, tokenized by data_corpus
+    assert [out for rule, out in before if rule == "data_corpus"] == [", ".join(f"results/micro/data/bible/{s}" for s in ("train.bin", "valid.bin", "test.bin", "meta.json"))]
+    narrow = [inp for (rule, out), (inp, _) in before.items() if rule == "paper_bld" and "/narrow/" in out]
+    assert len(narrow) == 2 and all("activations/bible/train" in i for i in narrow)
+
+    def replan(**paper_section):
+        cfg = yaml.safe_load(micro.read_text())
+        cfg["paper"].update(paper_section)
+        (tmp_path / "changed.yaml").write_text(yaml.safe_dump(cfg))
+        r = snakemake(repo, tmp_path / "wd", "-n", "-p", "paper", "--configfile", str(tmp_path / "changed.yaml"), env=venv_env)
+        assert r.returncode == 0, r.stderr + r.stdout
+        after = planned_jobs(r.stdout)
+        # Snakemake reruns a job when its inputs or its command change
+        changed = {rule for rule, out in before.keys() ^ after.keys()}
+        return changed | {rule for key in before.keys() & after.keys() if before[key] != after[key] for rule in [key[0]]}
+
+    assert replan(gkd_losses=["cosine+kl", "kl"]) == {"paper_gkd_loss", "paper_gkd_loss_eval", "paper_table17"}  # lm -> kl
+    # another BLD token budget: its library, scores and child, and Table 10 only
+    assert replan(bld_tokens=[1024]) == {"paper_bld", "paper_score", "paper_scores", "search", "assemble", "gkd", "evaluate", "paper_table10"}

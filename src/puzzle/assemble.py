@@ -121,23 +121,40 @@ def build_child(parent_config: dict[str, Any], block_configs: list[dict[str, Any
     return model.eval()
 
 
+def random_child(parent_config: dict[str, Any], block_configs: list[dict[str, Any]], seed: int, dtype: torch.dtype) -> Any:
+    """Table 15's random baselines: the architecture of `block_configs` with the model's own seeded
+    random initialization; no tensor from the parent or the library."""
+    from puzzle.nemotron_nas import DeciLMForCausalLM
+
+    torch.manual_seed(seed)
+    return DeciLMForCausalLM._from_config(decilm_config_from_llama(parent_config, block_configs), dtype=dtype).eval()
+
+
 def assemble(
-    solution_path: str | Path, library_dir: str | Path, parent_dir: str | Path, out_dir: str | Path, mode: str
+    solution_path: str | Path, library_dir: str | Path, parent_dir: str | Path, out_dir: str | Path, mode: str,
+    random_weights: int | None = None,
 ) -> dict[str, Any]:
-    """Write the child of `solution_path` to `out_dir`; returns the assembly record (assembly.json)."""
+    """Write the child of `solution_path` to `out_dir`; returns the assembly record (assembly.json).
+    `random_weights` (a seed): the solution's architecture, randomly initialized instead."""
     parent_dir = Path(parent_dir)
     solution = read_json(solution_path)
     layers = solution_layers(solution)
     parent_config = json.loads((parent_dir / "config.json").read_text())
     if len(layers) != parent_config["num_hidden_layers"]:
         raise ValueError(f"solution has {len(layers)} layers, the parent {parent_config['num_hidden_layers']}")
-    state, provenance = assemble_state(parent_dir, library_dir, layers, mode)
-    model = build_child(parent_config, solution["block_configs"], state)
+    if random_weights is None:
+        state, provenance = assemble_state(parent_dir, library_dir, layers, mode)
+        model = build_child(parent_config, solution["block_configs"], state)
+    else:
+        dtype = next(iter(parent_global_tensors(parent_dir).values())).dtype
+        model = random_child(parent_config, solution["block_configs"], random_weights, dtype)
+        provenance = [{"layer": i, "attention": a, "ffn": f, "files": []} for i, (a, f) in enumerate(layers)]
     record = {
         "solution": {"path": str(solution_path), "sha256": sha256(solution_path)},
         "parent": str(parent_dir),
-        "library": str(library_dir),
+        "library": None if random_weights is not None else str(library_dir),
         "mode": mode,
+        "random_weights_seed": random_weights,
         "parameters": sum(p.numel() for p in model.parameters()),
         "layers": provenance,
     }
@@ -154,10 +171,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--library", required=True, help="block library folder (library/layer_{i}/...)")
     parser.add_argument("--parent", required=True, help="parent HF checkpoint folder (globals and tokenizer)")
     parser.add_argument("--out", required=True, help="output folder of the child checkpoint")
+    parser.add_argument("--random-weights", type=int, metavar="SEED",
+                        help="the solution's architecture with random weights (Table 15's baselines); --library is not read")
 
 
 def main(args: argparse.Namespace) -> None:
     cfg = config_mod.from_args(args)
-    record = assemble(args.solution, args.library, args.parent, args.out, cfg["bld"]["mode"])
+    record = assemble(args.solution, args.library, args.parent, args.out, cfg["bld"]["mode"], args.random_weights)
     blocks = ", ".join(f"{r['attention']}+{r['ffn']}" for r in record["layers"])
     print(f"{args.out}: {record['parameters']:,} params; layers {blocks}")

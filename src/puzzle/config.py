@@ -174,6 +174,29 @@ def solution_ids(cfg: dict[str, Any]) -> list[str]:
     return [f"{s['target']}/{scenario}/{b}" for b in budgets]
 
 
+def bld_variants(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The paper's BLD ablations (Tables 8-10) that `cfg["paper"]["artifacts"]` asks for: variant name
+    -> the whole config with that variant's `bld` / `scoring` settings. Each variant is its own block
+    library, scores and child; the workflow names that child's solution `<budget>@bld-<name>`."""
+    paper, bld = cfg["paper"], cfg["bld"]
+    overrides: dict[str, dict[str, Any]] = {}
+    if "table8" in paper["artifacts"]:  # the other BLD mode: coupled when the experiment is decoupled
+        other = "coupled" if bld["mode"] == "decoupled" else "decoupled"
+        overrides[other] = {"bld": {"mode": other}}
+    if "table9" in paper["artifacts"]:  # the paper's Gutenberg run: one narrow corpus for BLD and scoring
+        corpus = paper["narrow_corpus"]
+        if cfg["data"]["source"] != "embedded":
+            raise ConfigError(f"config error: paper.artifacts has table9: expected data.source = embedded, not {cfg['data']['source']!r}")
+        if corpus == cfg["data"]["corpus"]:
+            raise ConfigError(f"config error: paper.narrow_corpus = {corpus!r}: expected a corpus other than data.corpus")
+        overrides["narrow"] = {"bld": {"corpus": corpus}, "scoring": {"corpus": corpus}}
+    if "table10" in paper["artifacts"]:
+        for tokens in dict.fromkeys(paper["bld_tokens"]):
+            if tokens != bld["tokens"]:
+                overrides[f"tokens{tokens}"] = {"bld": {"tokens": tokens}}
+    return {name: deep_merge(cfg, o) for name, o in overrides.items()}
+
+
 # ---- CLI glue: how a stage gets its config ------------------------------------------------------
 
 

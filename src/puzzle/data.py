@@ -280,14 +280,26 @@ def run(cfg: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Any]:
     return summary
 
 
+def run_corpus(cfg: dict[str, Any], corpus: str, out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Shards of one more embedded corpus (e.g. the paper's narrow BLD data) with the tokenizer that
+    `run` already wrote to out_dir/tokenizer: token ids mean the same in every corpus."""
+    out = Path(out_dir)
+    if not (out / "tokenizer").is_dir():
+        raise config_mod.ConfigError(f"config error: --corpus {corpus}: no tokenizer in {out / 'tokenizer'} (run the data stage first)")
+    tokenizer = load_tokenizer(out / "tokenizer")
+    return {corpus: write_corpus_shards(tokenizer, embedded_sources(corpus), cfg["data"], cfg["seed"], out / corpus)}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     config_mod.add_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder (results/<experiment>/data)")
+    parser.add_argument("--corpus", choices=["mixed", "python", "bible"],
+                        help="only this embedded corpus's shards, with the tokenizer already in OUT/tokenizer")
 
 
 def main(args: argparse.Namespace) -> None:
     cfg = config_mod.from_args(args)
-    summary = run(cfg, args.out)
+    summary = run_corpus(cfg, args.corpus, args.out) if args.corpus else run(cfg, args.out)
     for name, meta in summary.items():
         counts = ", ".join(f"{s} {m['tokens']:,} tokens / {m['documents']:,} docs" for s, m in meta["splits"].items())
         print(f"{name}: {counts}")

@@ -50,6 +50,28 @@ PAPER: dict[str, dict[str, Any]] = {
             "Stress Test": {"row": "Stress Test 2048/2048", "parent_tok_s": 1336, "child_tok_s": 2622, "speedup": 1.96},
         },
     },
+    "table8": {
+        "source": "Table 8: coupled vs decoupled BLD, 8B child on an RTX 4090 (tok/s; accuracy = (MT-Bench x 10 + MMLU) / 2, after GKD)",
+        "rows": {
+            "coupled": {"row": "Puzzle with coupled BLD", "throughput_tok_s": 5856, "accuracy": 73.98},
+            "decoupled": {"row": "Puzzle with decoupled BLD", "throughput_tok_s": 5834, "accuracy": 72.92},
+        },
+    },
+    "table9": {
+        "source": "Table 9: BLD data, 70B parent, child before GKD (MT-Bench, MMLU, MMLU-STEM)",
+        "rows": {
+            "mixed": {"row": "Distillation Mix", "mt_bench": 8.61, "mmlu": 78.39, "mmlu_stem": 70.35},
+            "narrow": {"row": "Gutenberg (narrow)", "mt_bench": 7.98, "mmlu": 74.84, "mmlu_stem": 64.5},
+        },
+    },
+    "table10": {
+        "source": "Table 10: BLD token budget, Nemotron-51B-like constraints (MT-Bench, MMLU; 1 = 1.0B tokens)",
+        "rows": {
+            "1": {"row": "1.0B tokens", "mt_bench": 8.98, "mmlu": 78.54},
+            "0.5": {"row": "0.5B tokens", "mt_bench": 8.86, "mmlu": 78.44},
+            "0.25": {"row": "0.25B tokens", "mt_bench": 8.51, "mmlu": 78.27},
+        },
+    },
     "table11": {
         "source": "Table 11: task-specific scoring (Half-MMLU) vs KL scoring, 8B child (our analogue: LM-loss scoring)",
         "rows": {
@@ -75,6 +97,8 @@ PAPER: dict[str, dict[str, Any]] = {
             "parent": {"row": "Llama-3.1-70B", **_LLAMA_70B, "relative_pct": 100.0},
             "mip": {"row": "Nemotron-51B (10B tokens)", "mmlu": 79.7, "mt_bench": 8.89, "avg": 84.30, "relative_pct": 98.61},
             "random": {"row": "random from block library", "mmlu": 66.02, "mt_bench": 8.20, "avg": 74.01, "relative_pct": 86.58},
+            "fully_random": {"row": "fully random", "mmlu": 23.13, "mt_bench": 0.89, "avg": 16.02, "relative_pct": 18.73},
+            "parent_randomized": {"row": "parent randomized", "mmlu": 23.42, "mt_bench": 0.95, "avg": 16.46, "relative_pct": 19.25},
         },
     },
     "table16": {
@@ -99,6 +123,15 @@ PAPER: dict[str, dict[str, Any]] = {
             "parent": {"row": "parent 70B", **_LLAMA_70B, "val_kl": 0.0},
         },
     },
+    "table18": {
+        "source": "Table 18: other compression of Llama-3.1-70B at similar throughput (MMLU, MT-Bench, average, % of the parent)",
+        "rows": {
+            "parent": {"row": "Llama-3.1-70B", **_LLAMA_70B, "relative_pct": 100.0},
+            "puzzle": {"row": "Nemotron-51B", "mmlu": 80.20, "mt_bench": 8.99, "avg": 85.05, "relative_pct": 99.49},
+            "wanda": {"row": "Wanda 2:4 (no training)", "mmlu": 72.99, "mt_bench": 8.39, "avg": 78.44, "relative_pct": 92.23},
+            "low_rank": {"row": "low-rank (factorized layers + distillation)", "mmlu": 72.87, "mt_bench": 8.01, "avg": 76.05, "relative_pct": 88.96},
+        },
+    },
     # Fig. 7 (8B children, RTX 4090): best-effort reading of garbled plot labels; approximate
     "fig7": {
         "kl": [(4518.81, 74.873), (5522.93, 74.735), (5834.11, 72.924)],
@@ -119,17 +152,27 @@ class Child:
 
     solution: dict[str, Any]
     evals: dict[str, dict[str, Any]]
+    budget: str = ""  # the solution's folder name (rules/search.smk), e.g. throughput_2x@random-s0-scratch
+
+    @property
+    def random_weights(self) -> bool:
+        """Assembled with random weights (Table 15: `...scratch` budgets)."""
+        return self.budget.endswith("scratch")
 
     @property
     def key(self) -> str:
         """The PAPER row this child stands for: its method, or its metric when the MIP scored with another."""
         s = self.solution
+        if self.random_weights:  # the unconstrained search's child is the parent's architecture
+            return "parent_randomized" if self.budget.startswith("unconstrained") else "fully_random"
         return s["metric"] if s["method"] == "mip" and s["metric"] != "kl" else s["method"]
 
     @property
     def label(self) -> str:
         s = self.solution
         seed = f" seed {s['solver']['seed']}" if "seed" in s["solver"] else ""
+        if self.random_weights:
+            return f"{self.key.replace('_', ' ')}: {s['method']}{seed} architecture, random weights"
         return f"{s['method']}{seed} ({s['metric']})"
 
     @property
@@ -147,7 +190,8 @@ class Child:
 
 
 def load_child(solution: str | Path, eval_dir: str | Path) -> Child:
-    return Child(read_json(solution), {m: read_json(Path(eval_dir) / f"{m}.json") for m in ("parent", "child", "gkd")})
+    evals = {m: read_json(Path(eval_dir) / f"{m}.json") for m in ("parent", "child", "gkd")}
+    return Child(read_json(solution), evals, Path(solution).parent.name)
 
 
 def quality(row: dict[str, Any]) -> dict[str, float]:
@@ -219,11 +263,66 @@ def search_ablation(artifact: str, children: list[Child]) -> pd.DataFrame:
     return with_paper(pd.DataFrame(rows), artifact, ["parent"] + [c.key for c in children])
 
 
+def library_summary(library_dir: str | Path) -> dict[str, Any]:
+    """What BLD spent on a block library, from its entries' JSON records (bld.py)."""
+    entries = [read_json(p) for p in sorted(Path(library_dir).glob("layer_*/*.json"))]
+    if not entries:
+        raise FileNotFoundError(f"{library_dir}: no library entries (layer_*/*.json)")
+    trained = [e for e in entries if e["steps"] > 0]
+    return {
+        "bld_mode": entries[0]["mode"],
+        "bld_corpus": Path(entries[0]["train_activations"]).parent.name,  # activations/<corpus>/train
+        "tokens_per_block": max((e["tokens"] for e in trained), default=0),
+        "trained_blocks": len(trained),
+        "bld_tokens": sum(e["tokens"] for e in trained),
+        "bld_s": round(sum(e["wall_s"] for e in trained), 1),
+    }
+
+
+def library_ablation(artifact: str, children: list[Child], libraries: list[str | Path]) -> pd.DataFrame:
+    """Tables 8-10: the same search on block libraries built differently (BLD mode, data, tokens);
+    the first child is the experiment's own. Each row: what its BLD cost, and its child's quality."""
+    if len(libraries) != len(children):
+        raise config_mod.ConfigError(f"config error: {artifact}: {len(libraries)} --library for {len(children)} --child; expected one each")
+    rows, keys = [], []
+    base = library_summary(libraries[0])
+    for c, lib in zip(children, libraries):
+        info = library_summary(lib)
+        rows.append({
+            "row": Path(lib).parent.name if c is not children[0] else "experiment", **info,
+            "predicted_speedup": c.predicted_speedup(), "measured_speedup": c.measured_speedup(), "objective": c.solution["objective"],
+            **_stage_columns(c.evals["child"], "before_gkd"), **_stage_columns(c.evals["gkd"], "after_gkd"),
+        })
+        keys.append({
+            "table8": info["bld_mode"],
+            "table9": "mixed" if info["bld_corpus"] == base["bld_corpus"] else "narrow",
+            "table10": f"{info['tokens_per_block'] / base['tokens_per_block']:g}",
+        }[artifact])
+    return with_paper(pd.DataFrame(rows), artifact, keys)
+
+
 def table16(child: Child) -> pd.DataFrame:
     """Effect of GKD: parent, child before GKD, child after GKD."""
     names = {"parent": "parent", "child": "child without GKD", "gkd": "child with GKD"}
     frame = pd.DataFrame({"row": label, **quality(child.evals[m])} for m, label in names.items())
     return with_paper(frame, "table16", list(names))
+
+
+def table18(child: Child, compressed: dict[str, tuple[dict[str, Any], dict[str, Any]]]) -> pd.DataFrame:
+    """Puzzle (after GKD) vs the parent compressed by other means, none trained. `compressed`: method ->
+    (its compress.json, its eval JSON). Their weights stay dense (2:4 zeros, or the SVD factors'
+    product), so the measured speed is the parent's; kept_params_fraction is what they would keep."""
+    parent, final = child.evals["parent"], child.evals["gkd"]
+
+    def row(key: str, label: str, ev: dict[str, Any], kept: float, speedup: float, training: str) -> dict[str, Any]:
+        return {"row": label, "training": training, "kept_params_fraction": kept, "measured_speedup": speedup, **quality(ev)}
+
+    rows = [("parent", row("parent", "parent", parent, 1.0, 1.0, "-")),
+            ("puzzle", row("puzzle", "Puzzle child", final, final["parameters"] / parent["parameters"], child.measured_speedup(), "BLD + GKD"))]
+    for method, (record, ev) in compressed.items():
+        speed = ev["throughput_ratio"].get(child.scenario_key, math.nan)
+        rows.append((method, row(method, method, ev, record["parameters"]["fraction"], speed, "none")))
+    return with_paper(pd.DataFrame([r for _, r in rows]), "table18", [k for k, _ in rows])
 
 
 def loss_name(terms: list[str] | str) -> str:
@@ -445,6 +544,7 @@ def write_table(frame: pd.DataFrame, artifact: str, out: str | Path) -> None:
 
 # ---- CLI -----------------------------------------------------------------------------------------
 
+LIBRARY_ABLATIONS = ("table8", "table9", "table10")
 ABLATIONS = ("table11", "table12", "table13", "table14", "table15")
 
 
@@ -466,12 +566,24 @@ def _table17(args: argparse.Namespace) -> pd.DataFrame:
     return table17(_children(args)[0], evals, reports)
 
 
+def _table18(args: argparse.Namespace) -> pd.DataFrame:
+    compressed = {}
+    for name_dir, ev in args.compressed:
+        name, _, folder = name_dir.partition("=")
+        if not folder:
+            raise config_mod.ConfigError(f"config error: --compressed {name_dir}: expected NAME=FOLDER EVAL_JSON")
+        compressed[name] = (read_json(Path(folder) / "compress.json"), read_json(ev))
+    return table18(_children(args)[0], compressed)
+
+
 TABLES: dict[str, Callable[[argparse.Namespace], pd.DataFrame]] = {
     "table1": lambda a: table1(_children(a)[0]),
     "table2": lambda a: table2(_children(a)[0], _pairs(a.paper_scenario, "--paper-scenario")),
+    **{t: (lambda a, t=t: library_ablation(t, _children(a), a.library)) for t in LIBRARY_ABLATIONS},
     **{t: (lambda a, t=t: search_ablation(t, _children(a))) for t in ABLATIONS},
     "table16": lambda a: table16(_children(a)[0]),
     "table17": _table17,
+    "table18": _table18,
 }
 FIGURES: dict[str, Callable[[argparse.Namespace, Path], None]] = {
     "fig5": lambda a, out: fig5(a.sweep, _children(a), out),
@@ -485,10 +597,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("artifact", choices=[*TABLES, *FIGURES])
     parser.add_argument("--child", nargs=2, action="append", default=[], metavar=("SOLUTION", "EVAL_DIR"),
                         help="a child: its solution.json and its eval folder (parent.json, child.json, gkd.json); repeatable")
+    parser.add_argument("--library", action="append", default=[], metavar="LIBRARY_DIR",
+                        help="table8-10: each --child's block library folder, in the same order")
     parser.add_argument("--paper-scenario", action="append", default=[], metavar="OURS=PAPER",
                         help="table2: our scenario name = a Table 2 row (e.g. gen_32_128='Text Generation')")
     parser.add_argument("--loss-eval", help="table17: eval folder with one {loss}.json per GKD loss variant")
     parser.add_argument("--variant", action="append", default=[], metavar="LOSS=GKD_DIR", help="table17: a GKD loss variant and its output folder")
+    parser.add_argument("--compressed", nargs=2, action="append", default=[], metavar=("NAME=FOLDER", "EVAL_JSON"),
+                        help="table18: a compressed parent (folder with compress.json) and its eval JSON; repeatable")
     parser.add_argument("--sweep", help="fig5, fig8: folder of `puzzle search --sweep` (sweep.csv + one folder per budget)")
     parser.add_argument("--costs", help="fig6, fig8: costs.csv of the search's target")
     parser.add_argument("--solution", help="fig6, fig8: the experiment's solution.json")

@@ -370,12 +370,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def budget_variant(text: str) -> dict[str, Any]:
     """The search settings a budget's `@` suffix names (the paper's ablations as solution folders):
-    a method (`greedy`), a metric (`lm_loss`), either with a seed (`random-s1`); "" = none."""
-    if not text:
+    a method (`greedy`), a metric (`lm_loss`), either with a seed (`random-s1`); "" = none.
+    `bld-<name>` names another block library (Tables 8-10): the workflow passes its scores, and the
+    search itself is the configured one. A trailing `scratch` (`random-s0-scratch`, `scratch`) asks
+    the workflow for random weights (Table 15): the search ignores it."""
+    text = re.sub(r"(^|-)scratch$", "", text)
+    if not text or re.fullmatch(r"bld-[a-z0-9]+", text):
         return {}
     m = re.fullmatch(r"([a-z_]+?)(?:-s(\d+))?", text)
     if m is None or m.group(1) not in (*METHODS, *METRICS):
-        raise ConfigError(f"--budget suffix @{text}: expected @<method or metric>[-s<seed>] with one of {[*METHODS, *METRICS]}")
+        raise ConfigError(f"--budget suffix @{text}: expected @<method or metric>[-s<seed>] with one of {[*METHODS, *METRICS]}, or @bld-<library>")
     out: dict[str, Any] = {"method" if m.group(1) in METHODS else "metric": m.group(1)}
     if m.group(2) is not None:
         out["seed"] = int(m.group(2))
@@ -389,9 +393,12 @@ def _config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     if getattr(args, "budget", None):
         budget, _, variant = args.budget.partition("@")
         kind, _, value = budget.partition("_")
-        if kind not in TARGET_KINDS or not value:
-            raise ConfigError(f"--budget {args.budget!r}: expected <resource>_<value> with resource one of {list(TARGET_KINDS)}")
-        overrides.update({kind: value, "sweep": [], **budget_variant(variant)})
+        if budget == "unconstrained":
+            overrides.update({k: None for k in TARGET_KINDS} | {"sweep": [], **budget_variant(variant)})
+        elif kind not in TARGET_KINDS or not value:
+            raise ConfigError(f"--budget {args.budget!r}: expected <resource>_<value> with resource one of {list(TARGET_KINDS)}, or unconstrained")
+        else:
+            overrides.update({kind: value, "sweep": [], **budget_variant(variant)})
     return whole, config_mod.validate(config_mod.deep_merge(whole, {"search": overrides}))["search"]
 
 

@@ -12,15 +12,16 @@ SOLUTION_ID = r"[^/]+/[^/]+/[^/]+"  # the {solution} wildcard: exactly target/sc
 rule assemble:
     input:
         solution=f"{R}/search/{{solution}}/solution.json",
-        library=LIBRARY,
+        library=lambda w: library_files(w.solution),
         parent=PARENT,
     output:
         directory(f"{R}/child/{{solution}}"),
     wildcard_constraints:
         solution=SOLUTION_ID,
     params:
-        cfg=pzc.cli_arg(config, "bld.mode"),
-        library=lambda w, input: os.path.dirname(os.path.dirname(input.library[0])),
+        cfg=lambda w: pzc.cli_arg(library_variant(w.solution)[1], "bld.mode"),
+        library=lambda w: library_dir(w.solution),
+        random=lambda w: random_weights(w.solution),
     log:
         f"{R}/logs/assemble/{{solution}}.log",
     resources:
@@ -30,7 +31,7 @@ rule assemble:
         "../envs/puzzle.yaml"
     shell:
         "python -m puzzle assemble --cfg {params.cfg} --solution {input.solution} --library {params.library}"
-        " --parent {input.parent} --out {output} > {log} 2>&1"
+        " --parent {input.parent} {params.random} --out {output} > {log} 2>&1"
 
 
 # One process per GPU of the node (accelerate launch) when slurm.gkd_gpus > 1, else one process.

@@ -15,3 +15,27 @@ rule data:
         "../envs/puzzle.yaml"
     shell:
         "python -m puzzle data --cfg {params.cfg} --out {params.out} > {log} 2>&1"
+
+
+# An embedded corpus beyond data.corpus + data.extra_corpora (the paper's narrow BLD data, Table 9),
+# tokenized with the experiment's tokenizer; a separate job, so asking for it reruns nothing else.
+rule data_corpus:
+    input:
+        tokenizer=f"{R}/data/tokenizer",
+    output:
+        shards=expand(f"{R}/data/{{{{corpus}}}}/{{split}}.bin", split=SPLITS),
+        meta=f"{R}/data/{{corpus}}/meta.json",
+    wildcard_constraints:
+        corpus="|".join(c for c in ("mixed", "python", "bible") if c not in CORPORA) or "(?!)",  # none left: matches nothing
+    params:
+        cfg=pzc.cli_arg(config, "data", "seed", "parent.path"),
+        out=lambda w, input: os.path.dirname(input.tokenizer),
+    log:
+        f"{R}/logs/data_{{corpus}}.log",
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/puzzle.yaml"
+    shell:
+        "python -m puzzle data --cfg {params.cfg} --corpus {wildcards.corpus} --out {params.out} > {log} 2>&1"

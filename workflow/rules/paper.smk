@@ -30,17 +30,36 @@ LOSS_DIR = {
 
 LOSS_EVAL = f"{PAPER_OUT}/gkd_loss/eval/{MAIN}"
 
+# Table 18: the parent compressed without the search (no training), evaluated beside it in one job
+COMPRESS_METHODS = ["wanda", "low_rank"]
+COMPRESS_DIR = f"{PAPER_OUT}/compress"
+COMPRESS_EVAL = f"{COMPRESS_DIR}/eval/{MAIN}"
+
+# Tables 8-10: the main child from each other block library (rules/search.smk: @bld-<name>)
+LIBRARY_CHILDREN = {
+    table: [f"{MAIN}@bld-{name}" for name, c in BLD_VARIANTS.items() if c["bld"][key] != config["bld"][key]]
+    for table, key in (("table8", "mode"), ("table9", "corpus"), ("table10", "tokens"))
+}
+
 # artifact -> the children (solution ids) it compares
 CHILDREN_OF = {
     "table1": [MAIN],
     "table2": [MAIN],
+    **{table: [MAIN, *children] for table, children in LIBRARY_CHILDREN.items()},
     "table11": [MAIN, f"{MAIN}@lm_loss"],
     "table12": [MAIN, f"{MAIN}@noop_only"],
     "table13": [MAIN, f"{MAIN}@greedy"],
     "table14": [MAIN, f"{MAIN}@max_params"],
-    "table15": [MAIN, *(f"{MAIN}@random-s{s}" for s in PAPER["random_seeds"])],
+    # random from the library; its architecture and the parent's with random weights (all after GKD)
+    "table15": [
+        MAIN,
+        *(f"{MAIN}@random-s{s}" for s in PAPER["random_seeds"]),
+        f"{MAIN}@random-s{PAPER['random_seeds'][0]}-scratch",
+        f"{MAIN_TARGET}/{MAIN_SCENARIO}/unconstrained@scratch",
+    ],
     "table16": [MAIN],
     "table17": [MAIN],
+    "table18": [MAIN],
     "fig5": SWEEP_CHILDREN,
     "fig6": [],
     "fig7": [*SWEEP_CHILDREN, *(f"{s}@lm_loss" for s in SWEEP_CHILDREN)],
@@ -48,10 +67,21 @@ CHILDREN_OF = {
 }
 # artifact -> (further inputs, further arguments of `puzzle report`)
 EXTRA_OF = {
+    **{
+        table: (
+            [library_files(s) for s in [MAIN, *children]],
+            " ".join(f"--library {library_dir(s)}" for s in [MAIN, *children]),
+        )
+        for table, children in LIBRARY_CHILDREN.items()
+    },
     "table2": ([], " ".join(f"--paper-scenario {shlex.quote(f'{k}={v}')}" for k, v in PAPER["scenarios"].items())),
     "table17": (
         [*expand(f"{LOSS_EVAL}/{{loss}}.json", loss=GKD_LOSSES), *LOSS_DIR.values()],
         " ".join([f"--loss-eval {LOSS_EVAL}", *(f"--variant {loss}={LOSS_DIR[loss]}" for loss in GKD_LOSSES)]),
+    ),
+    "table18": (
+        [*expand(f"{COMPRESS_EVAL}/{{method}}.json", method=COMPRESS_METHODS), *expand(f"{COMPRESS_DIR}/{{method}}", method=COMPRESS_METHODS)],
+        " ".join(f"--compressed {m}={COMPRESS_DIR}/{m} {COMPRESS_EVAL}/{m}.json" for m in COMPRESS_METHODS),
     ),
     "fig5": ([SWEEP_DIR], f"--sweep {SWEEP_DIR}"),
     "fig6": ([MAIN_COSTS, MAIN_SOLUTION], f"--costs {MAIN_COSTS} --solution {MAIN_SOLUTION}"),
@@ -175,3 +205,100 @@ rule paper_gkd_loss_eval:
     shell:
         "python -m puzzle evaluate --cfg {params.cfg} --parent {input.parent} {params.models} --test {input.test}"
         " --solution {input.solution} --out {params.out} > {log} 2>&1"
+
+
+# Tables 8-10: another block library (rules/search.smk BLD_VARIANTS): BLD and scoring as rules bld
+# and score, with that library's settings. A layer's library is one folder: the entries differ by
+# variant (coupled BLD has one per attention x FFN pair).
+use rule bld as paper_bld with:
+    input:
+        parent=PARENT,
+        train=lambda w: f"{R}/activations/{BLD_VARIANTS[w.variant]['bld']['corpus'] or CORPUS}/train",
+        valid=f"{R}/activations/{CORPUS}/valid",
+    output:
+        directory(f"{BLD_VARIANT_DIR}/{{variant}}/library/layer_{{layer}}"),
+    wildcard_constraints:
+        variant=r"[a-z0-9]+",
+        layer=r"\d+",
+    params:
+        cfg=lambda w: pzc.cli_arg(BLD_VARIANTS[w.variant], "bld", "search_space", "seed", "threads", "device"),
+        out=lambda w, output: os.path.dirname(output[0]),
+    log:
+        f"{R}/logs/paper/bld/{{variant}}/layer_{{layer}}.log",
+
+
+use rule score as paper_score with:
+    input:
+        parent=PARENT,
+        shard=lambda w: f"{R}/data/{BLD_VARIANTS[w.variant]['scoring']['corpus'] or CORPUS}/valid.bin",
+        library=f"{BLD_VARIANT_DIR}/{{variant}}/library/layer_{{layer}}",
+    output:
+        f"{BLD_VARIANT_DIR}/{{variant}}/scores/layer_{{layer}}.csv",
+    wildcard_constraints:
+        variant=r"[a-z0-9]+",
+        layer=r"\d+",
+    params:
+        cfg=lambda w: pzc.cli_arg(
+            BLD_VARIANTS[w.variant], "scoring", "search_space", "bld.mode", "seed", "threads", "device", "data.source", "data.corpus"
+        ),
+        data=lambda w, input: os.path.dirname(os.path.dirname(input.shard)),
+        library=lambda w, input: os.path.dirname(input.library),
+    log:
+        f"{R}/logs/paper/score/{{variant}}/layer_{{layer}}.log",
+
+
+use rule scores as paper_scores with:
+    input:
+        lambda w: expand(f"{BLD_VARIANT_DIR}/{w.variant}/scores/layer_{{layer}}.csv", layer=SCORE_LAYERS),
+    output:
+        f"{BLD_VARIANT_DIR}/{{variant}}/scores/scores.csv",
+    wildcard_constraints:
+        variant=r"[a-z0-9]+",
+    log:
+        f"{R}/logs/paper/score/{{variant}}/scores.log",
+
+
+# Table 18: Wanda 2:4 (calibrated on the train shard) or a rank-r SVD of every block matrix.
+rule paper_compress:
+    input:
+        parent=PARENT,
+        train=f"{R}/data/{CORPUS}/train.bin",
+    output:
+        directory(f"{COMPRESS_DIR}/{{method}}"),
+    wildcard_constraints:
+        method="|".join(COMPRESS_METHODS),
+    params:
+        cfg=pzc.cli_arg(config, "seed", "threads", "device"),
+        method_args=lambda w, input: (
+            f"--train {input.train} --seq-len {config['evaluate']['seq_len']}"
+            if w.method == "wanda"
+            else f"--keep {PAPER['low_rank_keep']}"
+        ),
+    log:
+        f"{R}/logs/paper/compress/{{method}}.log",
+    threads: config["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=30,
+        **GPU,
+    conda:
+        "../envs/puzzle.yaml"
+    shell:
+        "python -m puzzle compress --cfg {params.cfg} --method {wildcards.method} --parent {input.parent}"
+        " {params.method_args} --out {output} > {log} 2>&1"
+
+
+use rule paper_gkd_loss_eval as paper_compress_eval with:
+    input:
+        parent=PARENT,
+        variants=expand(f"{COMPRESS_DIR}/{{method}}", method=COMPRESS_METHODS),
+        test=f"{R}/data/{CORPUS}/test.bin",
+        solution=MAIN_SOLUTION,
+    output:
+        expand(f"{COMPRESS_EVAL}/{{model}}.json", model=["parent", *COMPRESS_METHODS]),
+    params:
+        cfg=pzc.cli_arg(config, "evaluate", "threads", "device"),
+        models=" ".join(f"--model {m}={COMPRESS_DIR}/{m}" for m in COMPRESS_METHODS),
+        out=lambda w, output: os.path.dirname(output[0]),
+    log:
+        f"{R}/logs/paper/compress_eval.log",
