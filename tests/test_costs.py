@@ -125,3 +125,86 @@ def test_stacks_hold_n_copies_and_time_positive(parent):
     w.decode()
     w.rewind()
     assert w.cache.get_seq_length() == 8
+
+
+def test_round_robin_visits_every_model_once_per_round():
+    orders = costs.round_robin_orders(5, 7, seed=3)
+    assert len(orders) == 7 and all(sorted(o) == list(range(5)) for o in orders)
+    assert orders == costs.round_robin_orders(5, 7, seed=3)  # seeded: the same schedule every run
+    assert len({tuple(o) for o in orders}) > 1  # shuffled: no model always follows the same one
+
+
+def test_normalize_rounds_divides_out_a_common_slowdown():
+    base, slow = [1.0, 2.0, 5.0], [1.0, 1.3, 0.9, 1.0, 2.0]
+    times = [[b * f for f in slow] for b in base]
+    out = costs.normalize_rounds(times)
+    for b, t in zip(base, out):
+        assert t == pytest.approx([b] * len(slow))  # median slowdown of these rounds is 1.0
+    # a model alone, or no rounds: nothing to compare with, returned as is
+    assert costs.normalize_rounds([[1.0, 3.0, 2.0]]) == [[1.0, 3.0, 2.0]]
+    assert costs.normalize_rounds([[], []]) == [[], []]
+    # one model's own outlier is not a round's slowdown: the others keep their times
+    out = costs.normalize_rounds([[1.0, 1.0, 1.0], [2.0, 2.0, 2.0], [1.0, 9.0, 1.0]])
+    assert out[0] == [1.0, 1.0, 1.0] and out[2][1] == 9.0
+
+
+class _CountingTimer(costs.Timer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = []
+
+    def once(self, fn, after=None):
+        self.calls.append((fn.__name__, id(fn.__self__.model)))
+        return super().once(fn, after)
+
+
+def test_time_models_times_every_model_the_same_number_of_times_each_round():
+    models = [costs.build_model(costs.stack_config(PARENT, blocks.block_config(a, f, ARCH.shape, 8), k),
+                                torch.device("cpu"), torch.float32)
+              for a, f, k in (("attn_kv2", "ffn_noop", 1), ("attn_noop", "ffn_50", 2), ("attn_noop", "ffn_noop", 0))]
+    timer = _CountingTimer(torch.device("cpu"), warmup=1, repeats=4)
+    out = costs.time_models(models, 2, 6, 4, timer)
+    assert len(out) == 3 and all(len(t) == 2 and t[0] > 0 and t[1] > 0 for t in out)
+    ids = [id(m) for m in models]
+    pre = [c[1] for c in timer.calls if c[0] == "prefill"]
+    dec = [c[1] for c in timer.calls if c[0] == "decode"]
+    assert len(pre) == 4 * 3 and len(dec) == (1 + 4) * 3  # decode warm-up goes through the timer too
+    for r in range(4):  # each round a permutation of the models
+        assert sorted(pre[3 * r:3 * r + 3]) == sorted(ids)
+    assert sorted(dec[3:]) == sorted(ids * 4) and sorted(dec[:3]) == sorted(ids)
+
+
+@pytest.mark.parametrize("together", [True, False])
+def test_measured_rows_together_or_in_pairs_give_the_same_table(together):
+    scen = [{"name": "tiny", "input_len": 6, "output_len": 4, "batch_sizes": [1, 2]}]
+    cfg = {"repeats": 2, "warmup": 0, "n_copies": 1, "statistic": "median", "clock": "wall"}
+    extra_model = costs.build_model(costs.stack_config(PARENT, blocks.block_config("attn_kv1", "ffn_50", ARCH.shape, 8), 3),
+                                    torch.device("cpu"), torch.float32)
+    rows, extra = costs.measured_rows(PARENT, ARCH, tl.SPACE, scen, cfg, torch.device("cpu"), "float32", 8,
+                                      log=lambda m: None, also=[extra_model], together=together)
+    assert extra["timed_together"] is together
+    assert set(extra["also"]) == {("tiny", 1), ("tiny", 2)}
+    assert all(len(v) == 1 and len(v[0]) == 2 and min(v[0]) > 0 for v in extra["also"].values())
+    attns, ffns = blocks.search_space(ARCH.shape, tl.SPACE)
+    assert [r["variant"] for r in rows] == (attns + ffns + ["non_block"]) * 2
+    assert list(rows[0]) == costs.COLUMNS and all(r["prefill_ms"] >= 0 and r["decode_ms"] >= 0 for r in rows)
+    # without `also`, nothing extra in the sidecar
+    _, extra = costs.measured_rows(PARENT, ARCH, tl.SPACE, scen, {**cfg, "repeats": 1}, torch.device("cpu"),
+                                   "float32", 8, log=lambda m: None, together=together)
+    assert "also" not in extra
+
+
+def test_stacks_are_held_together_only_when_they_fit(monkeypatch):
+    scen = [{"name": "tiny", "input_len": 6, "output_len": 4, "batch_sizes": [1]}]
+    need = costs.together_bytes(ARCH, tl.SPACE, scen, 2, 4, 8)
+    # every stack's parameters at least (N + 2N copies of each layer), KV caches on top
+    layers = sum(cm.param_count(v, ARCH, 8) for _, pair in costs.stack_specs(ARCH, tl.SPACE) for v in pair)
+    assert need > 3 * 2 * layers * 4
+    assert costs.together_bytes(ARCH, tl.SPACE, scen, 4, 4, 8) > need
+    cfg = {"repeats": 1, "warmup": 0, "n_copies": 2, "statistic": "median", "clock": "wall"}
+    monkeypatch.setattr(costs, "device_memory_bytes", lambda device: 3.9 * need)
+    _, extra = costs.measured_rows(PARENT, ARCH, tl.SPACE, scen, cfg, torch.device("cpu"), "float32", 8, log=lambda m: None)
+    assert extra["timed_together"] is False
+    monkeypatch.setattr(costs, "device_memory_bytes", lambda device: 4.1 * need)
+    _, extra = costs.measured_rows(PARENT, ARCH, tl.SPACE, scen, cfg, torch.device("cpu"), "float32", 8, log=lambda m: None)
+    assert extra["timed_together"] is True

@@ -23,9 +23,17 @@ the model without layers, a floor against noise), so non_block = that + L e.
 Summed per-block costs plus non_block then predict a whole model's time (benchmarks/bench_costs.py
 checks it). prefill = one forward of the batch's prompts into an empty KV cache (logits of the last
 position only, as generation computes them); decode = one step of one token per sequence with a KV
-cache of input_len + output_len // 2 tokens (the mean over output positions). Warm-up runs, then the
-median (or min, costs.statistic) of `repeats` runs; the N and 2N runs alternate so that drifts in
-machine speed hit both alike.
+cache of input_len + output_len // 2 tokens (the mean over output positions).
+
+Drifts. A shared machine's speed wanders by tens of percent over seconds to minutes, more than the
+differences above can stand. So every stack (N and 2N copies of every variant, the empty layer, the
+model without layers) is held at once and timed in rounds: after warm-up, each of `repeats` rounds
+times every model once, in a shuffled order (time_models), so that a slow spell hits all variants
+alike; each round's common slowdown (the median over the models of time / the model's median time) is
+divided out (normalize_rounds); then the median (or min, costs.statistic) over the rounds per model.
+Where all stacks would take over a quarter of the device's memory (together_bytes), one variant's N and
+2N stacks are timed together at a time instead. benchmarks/bench_costs.py times whole models in the
+same rounds (measured_rows(..., also=models)).
 
 Memory is exact: parameter bytes from shapes and dtype, KV-cache bytes per token per sequence
 2 * n_kv * head_dim * dtype bytes (0 for linear and no-op attention and for FFNs). A scenario whose
@@ -39,6 +47,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import time
 from pathlib import Path
@@ -241,35 +250,88 @@ class Workload:
             self.cache.crop(-1)
 
 
-def time_pair(models: list[Any], batch: int, input_len: int, output_len: int, timer: Timer) -> list[tuple[float, float]]:
-    """(prefill s, decode s) medians of each model, runs interleaved across the models."""
+def round_robin_orders(n_models: int, rounds: int, seed: int = 0) -> list[list[int]]:
+    """The order in which each round visits the models: every round a permutation of all of them
+    (shuffled, seeded, so no model is always timed right after the same neighbour)."""
+    rng = random.Random(seed)
+    orders = []
+    for _ in range(rounds):
+        order = list(range(n_models))
+        rng.shuffle(order)
+        orders.append(order)
+    return orders
+
+
+def time_models(models: list[Any], batch: int, input_len: int, output_len: int, timer: Timer,
+                seed: int = 0) -> list[tuple[float, float]]:
+    """(prefill s, decode s) of each model: warm-up, then `repeats` rounds that each time every model once
+    (in a shuffled order), so that a slow spell of the machine hits all models alike; each round's
+    common slowdown divided out (normalize_rounds), then the statistic (median or min) over the rounds
+    per model."""
     loads = [Workload(m, batch, input_len, output_len, timer.device) for m in models]
-    out = []
     pre: list[list[float]] = [[] for _ in models]
     dec: list[list[float]] = [[] for _ in models]
     for w in loads:
         for _ in range(timer.warmup):
             w.prefill()
-    for _ in range(timer.repeats):
-        for k, w in enumerate(loads):
-            pre[k].append(timer.once(w.prefill))
+    for order in round_robin_orders(len(loads), timer.repeats, seed):
+        for k in order:
+            pre[k].append(timer.once(loads[k].prefill))
     for w in loads:
         w.prepare_decode()
         for _ in range(timer.warmup):
             timer.once(w.decode, w.rewind)
-    for _ in range(timer.repeats):
-        for k, w in enumerate(loads):
-            dec[k].append(timer.once(w.decode, w.rewind))
+    for order in round_robin_orders(len(loads), timer.repeats, seed + 1):
+        for k in order:
+            dec[k].append(timer.once(loads[k].decode, loads[k].rewind))
     for w in loads:
         w.cache = None
-    for k in range(len(models)):
-        out.append((timer.statistic(pre[k]), timer.statistic(dec[k])))
-    return out
+    pre, dec = normalize_rounds(pre), normalize_rounds(dec)
+    return [(timer.statistic(pre[k]), timer.statistic(dec[k])) for k in range(len(models))]
+
+
+def normalize_rounds(times: list[list[float]]) -> list[list[float]]:
+    """Times of several models over the same rounds (times[model][round]) with each round's common
+    slowdown divided out: round r's factor is the median over the models of time / that model's median
+    time, so a round in which the machine ran 30% slow (another job, a frequency change) has a factor
+    of about 1.3 and its times count as if it had not. One model alone is returned as it is (nothing
+    to compare it with)."""
+    if len(times) < 2 or not times[0]:
+        return [list(t) for t in times]
+    med = [statistics.median(t) for t in times]
+    factors = [statistics.median(t[r] / m for t, m in zip(times, med) if m > 0) if any(m > 0 for m in med) else 1.0
+               for r in range(len(times[0]))]
+    return [[x / f if f > 0 else x for x, f in zip(t, factors)] for t in times]
+
+
+def stack_specs(arch: cm.Arch, space: dict[str, Any]) -> list[tuple[str, tuple[str, str]]]:
+    """(name, (attention, ffn)) of every stack timed: the empty layer, then every variant that is not a
+    no-op with the other subblock a no-op (the parent's attention first)."""
+    noops = (blocks.ATTN_NOOP, blocks.FFN_NOOP)
+    stacks = [("empty", noops)]
+    stacks += [(v, (v, blocks.FFN_NOOP) if k == "attention" else (blocks.ATTN_NOOP, v))
+               for k, v in all_variants(arch, space) if k != "non_block" and v not in noops]
+    return stacks
+
+
+def together_bytes(arch: cm.Arch, space: dict[str, Any], scen: list[dict[str, Any]], n: int, e: int,
+                   multiple: int) -> int:
+    """Bytes of every stack (N and 2N copies) and the model without layers held at once, with the KV
+    caches of the largest decode they run (activations left out)."""
+    nb = cm.param_count(NON_BLOCK, arch)
+    total = nb  # the model without layers; every N and 2N stack has its own embedding and head too
+    tokens = max(b * (s["input_len"] + s["output_len"]) for s in scen for b in s["batch_sizes"])
+    for _, pair in stack_specs(arch, space):
+        layer = sum(cm.param_count(v, arch, multiple) for v in pair)
+        total += 2 * nb + 3 * n * layer
+        total += 3 * n * sum(cm.kv_bytes_per_token(v, arch, 1) for v in pair) * tokens
+    return total * e
 
 
 def measured_rows(parent_config: dict[str, Any], arch: cm.Arch, space: dict[str, Any], scen: list[dict[str, Any]],
                   costs_cfg: dict[str, Any], device: Any, dtype_name: str, multiple: int,
-                  log: Callable[[str], None] = print) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                  log: Callable[[str], None] = print, also: list[Any] = (), together: bool | None = None,
+                  ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Measured rows of every variant x scenario x batch size, and what the sidecar records.
 
     Per (scenario, batch): T_v(N), T_v(2N) for every non-no-op variant v (stacks of v with the other
@@ -278,6 +340,12 @@ def measured_rows(parent_config: dict[str, Any], arch: cm.Arch, space: dict[str,
     attention (the intercept of the GQA attention stacks, averaged over them: embeddings, RoPE, mask, cache
     bookkeeping, final norm and head; at least the time of the model without layers, a floor
     against noise) plus every layer's call overhead.
+
+    together (None = when all of them take under a quarter of the device's memory, see together_bytes):
+    every stack and the model without layers are held at once and timed in the same rounds
+    (time_models), so that the machine's drifts hit every variant alike; otherwise one variant's N and
+    2N stacks at a time. `also`: further models timed in the same rounds (a benchmark's whole models);
+    their (prefill s, decode s) per (scenario, batch) come back in extra["also"].
     """
     import torch
 
@@ -293,31 +361,50 @@ def measured_rows(parent_config: dict[str, Any], arch: cm.Arch, space: dict[str,
     noops = (blocks.ATTN_NOOP, blocks.FFN_NOOP)
     if device.type == "cuda":
         dev_name = torch.cuda.get_device_name(device)
+        free = float(torch.cuda.mem_get_info(device)[0])
     else:
         dev_name = f"cpu ({platform.processor() or platform.machine()})"
+        free = device_memory_bytes(device)
+    if together is None:
+        together = together_bytes(arch, space, scen, n, e, multiple) < 0.25 * free
 
-    # stacks: the empty layer, then every variant that is not a no-op (the parent's attention first)
-    stacks = [("empty", noops)]
-    stacks += [(v, (v, blocks.FFN_NOOP) if k == "attention" else (blocks.ATTN_NOOP, v))
-               for k, v in variants if k != "non_block" and v not in noops]
+    stacks = stack_specs(arch, space)
     raw: dict[tuple[str, int, str], tuple[tuple[float, float], tuple[float, float]]] = {}
+    also_t: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    zero_t: dict[tuple[str, int], tuple[float, float]] = {}
+    cases = [(s, b) for s in scen for b in s["batch_sizes"]]
     t0 = time.perf_counter()
+
+    def build(pair: tuple[str, str]) -> list[Any]:
+        block = blocks.block_config(*pair, arch.shape, multiple)
+        return [build_model(stack_config(parent_config, block, k), device, dtype) for k in (n, 2 * n)]
+
     # the model without layers: a floor for the fixed cost, which the extrapolation estimates noisily
     zero = build_model(stack_config(parent_config, None, 0), device, dtype)
-    zero_t = {(s["name"], b): time_pair([zero], b, s["input_len"], s["output_len"], timer)[0]
-              for s in scen for b in s["batch_sizes"]}
-    del zero
-    for name, pair in stacks:
-        block = blocks.block_config(*pair, arch.shape, multiple)
-        models = [build_model(stack_config(parent_config, block, k), device, dtype) for k in (n, 2 * n)]
-        for s in scen:
-            for b in s["batch_sizes"]:
-                tn, t2n = time_pair(models, b, s["input_len"], s["output_len"], timer)
-                raw[(s["name"], b, name)] = (tn, t2n)
+    if together:
+        models = [zero] + [m for _, pair in stacks for m in build(pair)] + list(also)
+        for i, (s, b) in enumerate(cases):
+            t = time_models(models, b, s["input_len"], s["output_len"], timer, seed=2 * i)
+            zero_t[(s["name"], b)] = t[0]
+            for j, (name, _) in enumerate(stacks):
+                raw[(s["name"], b, name)] = (t[1 + 2 * j], t[2 + 2 * j])
+            also_t[(s["name"], b)] = t[1 + 2 * len(stacks):]
+            log(f"{s['name']} at batch {b}: {time.perf_counter() - t0:.1f} s")
         del models
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        log(f"{name}: {time.perf_counter() - t0:.1f} s")
+    else:
+        for i, (s, b) in enumerate(cases):
+            t = time_models([zero, *also], b, s["input_len"], s["output_len"], timer, seed=2 * i)
+            zero_t[(s["name"], b)], also_t[(s["name"], b)] = t[0], t[1:]
+        for name, pair in stacks:
+            models = build(pair)
+            for i, (s, b) in enumerate(cases):
+                raw[(s["name"], b, name)] = tuple(time_models(models, b, s["input_len"], s["output_len"], timer,
+                                                              seed=2 * i))
+            del models
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            log(f"{name}: {time.perf_counter() - t0:.1f} s")
+    del zero
 
     def slope(key: tuple[str, int, str], k: int) -> float:
         tn, t2n = raw[key]
@@ -349,6 +436,9 @@ def measured_rows(parent_config: dict[str, Any], arch: cm.Arch, space: dict[str,
                 rows.append(_row(kind, v, s, b, 1e3 * max(pre, 0.0), 1e3 * max(dec, 0.0), mem[v], dev_name, dtype_name))
     extra["negative_differences_clamped_to_0"] = clamped
     extra["device_name"] = dev_name
+    extra["timed_together"] = together
+    if also:
+        extra["also"] = also_t
     return rows, extra
 
 
@@ -396,7 +486,9 @@ def run(cfg: dict[str, Any], parent_dir: str | os.PathLike, target: str,
         rows, extra = measured_rows(parent_config, arch, space, scen, cfg["costs"], device, dtype, multiple, log)
         meta.update({
             "method": "measured: cost = (T(2N copies) - T(N copies)) / N - e (e: an empty layer's); "
-                      "non_block = max(mean over GQA variants of 2 T(N) - T(2N), T(0 layers)) + L e",
+                      "non_block = max(mean over GQA variants of 2 T(N) - T(2N), T(0 layers)) + L e; "
+                      "T: statistic over rounds that time every stack once each, the round's common "
+                      "slowdown divided out",
             "device": extra.pop("device_name"), "dtype": dtype, "memory_bytes": memory,
             "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads(), "repeats": cfg["costs"]["repeats"], "warmup": cfg["costs"]["warmup"],
