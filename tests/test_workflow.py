@@ -37,6 +37,9 @@ def test_real_model_config_dry_run_plans_without_training_a_parent(repo, tmp_pat
     r = snakemake(repo, tmp_path / "wd", "-n", "--configfile", str(tmp_path / "real.yaml"), env=venv_env)
     assert r.returncode == 0, r.stderr + r.stdout
     assert "rule data:" in r.stdout and "rule parent:" not in r.stdout
+    # Table 9 needs an embedded narrow corpus: only the paper target stops, naming the key
+    r = snakemake(repo, tmp_path / "wd", "-n", "paper", "--configfile", str(tmp_path / "real.yaml"), env=venv_env)
+    assert r.returncode != 0 and "paper.artifacts has table9: expected data.source = embedded, not 'files'" in r.stderr + r.stdout
 
 
 def test_bad_config_stops_before_any_job_with_one_line(repo, tmp_path, venv_env):

@@ -1,14 +1,12 @@
 # Functions the rules share: which block library a solution comes from (rules/search.smk names
-# solutions; rules/child.smk and rules/paper.smk read them). Globals (LIBRARY, SCORES, LAYERS) are
-# looked up when a rule calls them, after every rules file is read.
+# solutions; rules/child.smk and rules/paper.smk read them), and the paper target's files. Globals
+# (LIBRARY, SCORES, LAYERS, PAPER, PAPER_FILES) are looked up when a rule calls them, after every
+# rules file is read.
 import re
 
 # Tables 8-10 (rules/paper.smk): other block libraries, each with its own scores. A solution whose
 # budget ends in @bld-<name> is searched on that library's scores and assembled from its blocks.
-try:
-    BLD_VARIANTS = pzc.bld_variants(config)
-except pzc.ConfigError as err:
-    sys.exit(str(err))
+BLD_VARIANTS = pzc.bld_variants(config)
 BLD_VARIANT_DIR = f"{R}/paper/bld"
 
 
@@ -41,3 +39,11 @@ def random_weights(solution):
 def scores_of(solution):
     name, _ = library_variant(solution)
     return SCORES if name is None else f"{BLD_VARIANT_DIR}/{name}/scores/scores.csv"
+
+
+def paper_files(wildcards):
+    """Every artifact's files; a Table 9 this config cannot build stops the paper target (only it)."""
+    problem = pzc.narrow_corpus_error(config) if "table9" in PAPER["artifacts"] else None
+    if problem:
+        raise WorkflowError(problem)
+    return PAPER_FILES

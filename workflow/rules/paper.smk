@@ -103,7 +103,7 @@ report: "../report/workflow.rst"
 
 rule paper:
     input:
-        PAPER_FILES,
+        paper_files,
 
 
 for _artifact in PAPER["artifacts"]:
