@@ -9,6 +9,7 @@ import argparse
 import copy
 import json
 import os
+import re
 import shlex
 from importlib import resources
 from pathlib import Path
@@ -172,6 +173,31 @@ def solution_ids(cfg: dict[str, Any]) -> list[str]:
         set_ = [(k, s[k]) for k in ("throughput", "memory", "latency") if s[k] is not None]
         budgets = [name(*set_[0]) if set_ else "unconstrained"]
     return [f"{s['target']}/{scenario}/{b}" for b in budgets]
+
+
+def budget_suffix(solution: str) -> dict[str, Any]:
+    """The parts of the `@` suffix of a solution id or budget (`throughput_2x@random-s0-scratch`),
+    how the workflow names the paper's ablation children: `library` (from `bld-<name>`, Tables 8-10),
+    `name` (a search method or metric) with its `seed` (`-s<n>`), and `scratch` (a trailing `scratch`:
+    random weights, Table 15). Absent parts are None / False; whether `name` is a known method is the
+    search's to check."""
+    text = solution.rpartition("/")[2].partition("@")[2]
+    out: dict[str, Any] = {"library": None, "name": None, "seed": None, "scratch": bool(re.search(r"(^|-)scratch$", text))}
+    text = re.sub(r"(^|-)scratch$", "", text)
+    library = re.fullmatch(r"bld-([a-z0-9]+)", text)
+    if library:
+        out["library"] = library.group(1)
+    elif text:
+        m = re.fullmatch(r"([a-z_]+?)(?:-s(\d+))?", text)
+        if m is None:
+            raise ConfigError(f"config error: budget suffix @{text}: expected @<method or metric>[-s<seed>][-scratch] or @bld-<library>")
+        out["name"], out["seed"] = m.group(1), None if m.group(2) is None else int(m.group(2))
+    return out
+
+
+def embedded_corpora() -> list[str]:
+    """The corpora `data.source: embedded` can build (the schema's enum of data.corpus)."""
+    return schema()["properties"]["data"]["properties"]["corpus"]["enum"]
 
 
 def narrow_corpus_error(cfg: dict[str, Any]) -> str | None:

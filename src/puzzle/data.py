@@ -293,7 +293,7 @@ def run_corpus(cfg: dict[str, Any], corpus: str, out_dir: str | os.PathLike) -> 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     config_mod.add_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder (results/<experiment>/data)")
-    parser.add_argument("--corpus", choices=["mixed", "python", "bible"],
+    parser.add_argument("--corpus", choices=config_mod.embedded_corpora(),
                         help="only this embedded corpus's shards, with the tokenizer already in OUT/tokenizer")
 
 

@@ -157,7 +157,7 @@ class Child:
     @property
     def random_weights(self) -> bool:
         """Assembled with random weights (Table 15: `...scratch` budgets)."""
-        return self.budget.endswith("scratch")
+        return config_mod.budget_suffix(self.budget)["scratch"]
 
     @property
     def key(self) -> str:
@@ -285,9 +285,9 @@ def library_ablation(artifact: str, children: list[Child], libraries: list[str |
     if len(libraries) != len(children):
         raise config_mod.ConfigError(f"config error: {artifact}: {len(libraries)} --library for {len(children)} --child; expected one each")
     rows, keys = [], []
-    base = library_summary(libraries[0])
-    for c, lib in zip(children, libraries):
-        info = library_summary(lib)
+    infos = [library_summary(lib) for lib in libraries]
+    base = infos[0]
+    for c, lib, info in zip(children, libraries, infos):
         rows.append({
             "row": Path(lib).parent.name if c is not children[0] else "experiment", **info,
             "predicted_speedup": c.predicted_speedup(), "measured_speedup": c.measured_speedup(), "objective": c.solution["objective"],
@@ -314,14 +314,14 @@ def table18(child: Child, compressed: dict[str, tuple[dict[str, Any], dict[str, 
     product), so the measured speed is the parent's; kept_params_fraction is what they would keep."""
     parent, final = child.evals["parent"], child.evals["gkd"]
 
-    def row(key: str, label: str, ev: dict[str, Any], kept: float, speedup: float, training: str) -> dict[str, Any]:
+    def row(label: str, ev: dict[str, Any], kept: float, speedup: float, training: str) -> dict[str, Any]:
         return {"row": label, "training": training, "kept_params_fraction": kept, "measured_speedup": speedup, **quality(ev)}
 
-    rows = [("parent", row("parent", "parent", parent, 1.0, 1.0, "-")),
-            ("puzzle", row("puzzle", "Puzzle child", final, final["parameters"] / parent["parameters"], child.measured_speedup(), "BLD + GKD"))]
+    rows = [("parent", row("parent", parent, 1.0, 1.0, "-")),
+            ("puzzle", row("Puzzle child", final, final["parameters"] / parent["parameters"], child.measured_speedup(), "BLD + GKD"))]
     for method, (record, ev) in compressed.items():
         speed = ev["throughput_ratio"].get(child.scenario_key, math.nan)
-        rows.append((method, row(method, method, ev, record["parameters"]["fraction"], speed, "none")))
+        rows.append((method, row(method, ev, record["parameters"]["fraction"], speed, "none")))
     return with_paper(pd.DataFrame([r for _, r in rows]), "table18", [k for k, _ in rows])
 
 

@@ -369,20 +369,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def budget_variant(text: str) -> dict[str, Any]:
-    """The search settings a budget's `@` suffix names (the paper's ablations as solution folders):
-    a method (`greedy`), a metric (`lm_loss`), either with a seed (`random-s1`); "" = none.
-    `bld-<name>` names another block library (Tables 8-10): the workflow passes its scores, and the
-    search itself is the configured one. A trailing `scratch` (`random-s0-scratch`, `scratch`) asks
-    the workflow for random weights (Table 15): the search ignores it."""
-    text = re.sub(r"(^|-)scratch$", "", text)
-    if not text or re.fullmatch(r"bld-[a-z0-9]+", text):
+    """The search settings a budget's `@` suffix names (the paper's ablations as solution folders,
+    parsed by config.budget_suffix): a method (`greedy`) or a metric (`lm_loss`), either with a seed
+    (`random-s1`); "" = none. `bld-<name>` (another block library, Tables 8-10) and a trailing
+    `scratch` (random weights, Table 15) change the workflow's inputs, not the search: they give {}."""
+    parts = config_mod.budget_suffix(f"@{text}")
+    if parts["name"] is None:
         return {}
-    m = re.fullmatch(r"([a-z_]+?)(?:-s(\d+))?", text)
-    if m is None or m.group(1) not in (*METHODS, *METRICS):
+    if parts["name"] not in (*METHODS, *METRICS):
         raise ConfigError(f"--budget suffix @{text}: expected @<method or metric>[-s<seed>] with one of {[*METHODS, *METRICS]}, or @bld-<library>")
-    out: dict[str, Any] = {"method" if m.group(1) in METHODS else "metric": m.group(1)}
-    if m.group(2) is not None:
-        out["seed"] = int(m.group(2))
+    out: dict[str, Any] = {"method" if parts["name"] in METHODS else "metric": parts["name"]}
+    if parts["seed"] is not None:
+        out["seed"] = parts["seed"]
     return out
 
 
@@ -394,11 +392,12 @@ def _config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
         budget, _, variant = args.budget.partition("@")
         kind, _, value = budget.partition("_")
         if budget == "unconstrained":
-            overrides.update({k: None for k in TARGET_KINDS} | {"sweep": [], **budget_variant(variant)})
-        elif kind not in TARGET_KINDS or not value:
-            raise ConfigError(f"--budget {args.budget!r}: expected <resource>_<value> with resource one of {list(TARGET_KINDS)}, or unconstrained")
+            targets = {k: None for k in TARGET_KINDS}
+        elif kind in TARGET_KINDS and value:
+            targets = {kind: value}
         else:
-            overrides.update({kind: value, "sweep": [], **budget_variant(variant)})
+            raise ConfigError(f"--budget {args.budget!r}: expected <resource>_<value> with resource one of {list(TARGET_KINDS)}, or unconstrained")
+        overrides.update({**targets, "sweep": [], **budget_variant(variant)})
     return whole, config_mod.validate(config_mod.deep_merge(whole, {"search": overrides}))["search"]
 
 

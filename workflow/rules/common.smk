@@ -2,7 +2,6 @@
 # solutions; rules/child.smk and rules/paper.smk read them), and the paper target's files. Globals
 # (LIBRARY, SCORES, LAYERS, PAPER, PAPER_FILES) are looked up when a rule calls them, after every
 # rules file is read.
-import re
 
 # Tables 8-10 (rules/paper.smk): other block libraries, each with its own scores. A solution whose
 # budget ends in @bld-<name> is searched on that library's scores and assembled from its blocks.
@@ -12,12 +11,12 @@ BLD_VARIANT_DIR = f"{R}/paper/bld"
 
 def library_variant(solution):
     """(name, whole config) of the block library a solution or budget names; (None, config) for the experiment's."""
-    m = re.search(r"@bld-([a-z0-9]+)$", solution)
-    if m is None:
+    name = pzc.budget_suffix(solution)["library"]
+    if name is None:
         return None, config
-    if m.group(1) not in BLD_VARIANTS:
-        raise WorkflowError(f"{solution}: no block library {m.group(1)!r}; the config's paper section makes {sorted(BLD_VARIANTS)}")
-    return m.group(1), BLD_VARIANTS[m.group(1)]
+    if name not in BLD_VARIANTS:
+        raise WorkflowError(f"{solution}: no block library {name!r}; the config's paper section makes {sorted(BLD_VARIANTS)}")
+    return name, BLD_VARIANTS[name]
 
 
 def library_dir(solution):
@@ -32,8 +31,10 @@ def library_files(solution):
 
 def random_weights(solution):
     """`--random-weights SEED` for a solution whose budget ends in `scratch` (Table 15), else ""."""
-    m = re.search(r"@(?:.*-s(\d+)-)?scratch$", solution)
-    return "" if m is None else f"--random-weights {m.group(1) or config['seed']}"
+    parts = pzc.budget_suffix(solution)
+    if not parts["scratch"]:
+        return ""
+    return f"--random-weights {config['seed'] if parts['seed'] is None else parts['seed']}"
 
 
 def scores_of(solution):

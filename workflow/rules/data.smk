@@ -26,7 +26,7 @@ rule data_corpus:
         shards=expand(f"{R}/data/{{{{corpus}}}}/{{split}}.bin", split=SPLITS),
         meta=f"{R}/data/{{corpus}}/meta.json",
     wildcard_constraints:
-        corpus="|".join(c for c in ("mixed", "python", "bible") if c not in CORPORA) or "(?!)",  # none left: matches nothing
+        corpus="|".join(c for c in pzc.embedded_corpora() if c not in CORPORA) or "(?!)",  # none left: matches nothing
     params:
         cfg=pzc.cli_arg(config, "data", "seed", "parent.path"),
         out=lambda w, input: os.path.dirname(input.tokenizer),

@@ -15,7 +15,7 @@ rule search:
         budget=r"((throughput|memory|latency)_|unconstrained@?)[^/]*",
     params:
         cfg=pzc.cli_arg(config, "search", "search_space.ffn.multiple_of"),
-        budget=lambda w: "" if w.budget == "unconstrained" else f"--budget {w.budget}",
+        budget=lambda w: f"--budget {w.budget}",
     log:
         f"{R}/logs/search/{{target}}/{{scenario}}/{{budget}}.log",
     resources:
