@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prove `snakemake --profile profiles/slurm` against a real SLURM: bring up the localhost SLURM of
+# Prove `snakemake --profile slurm` against a real SLURM: bring up the localhost SLURM of
 # ci/slurm-up.sh when it is not running, run the micro config's data + parent through sbatch
 # (profiles/slurm with the profiles/slurm-ci overlay), and check what came out:
 #   1. a job that fails on the cluster is reported with its SLURM log and its rule log;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Bring up a one-node SLURM "cluster" on localhost from Debian packages, for CI and local tests of
-# `snakemake --profile profiles/slurm`. Debian 12, root, no systemd (daemons are started directly).
+# `snakemake --profile slurm`. Debian 12, root, no systemd (daemons are started directly).
 # Idempotent: installs only what is missing, starts only daemons that are not running.
 # Fakes 2 GPUs (gres gpu:a100:2) so GPU requests are really scheduled; jobs still run on the CPU.
 # Stop it with ci/slurm-down.sh. Never run this on a real cluster: it owns /etc/slurm/slurm.conf.

@@ -1,4 +1,4 @@
-"""`snakemake --profile profiles/slurm`: GPU requests in the plan, and the micro pipeline through a real SLURM.
+"""`snakemake --profile slurm` (the root link to profiles/slurm): GPU requests in the plan, and the micro pipeline through a real SLURM.
 
 The SLURM run (ci/slurm-pipeline.sh) installs and starts a one-node SLURM on localhost, so it needs
 root and apt: it runs under CI (CI set, as `.ci/run` is) or with PUZZLE_SLURM_TEST=1, and is skipped
@@ -42,7 +42,7 @@ def test_profile_plans_gpus_for_gpu_stages_only(repo, tmp_path, venv_env):
     ))
     r = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(repo / "workflow" / "Snakefile"), "--directory", str(wd),
-         "-n", "--profile", "profiles/slurm", "--configfile", str(repo / ".test/config/config.yaml"), str(over)],
+         "-n", "--profile", "slurm", "--configfile", str(repo / ".test/config/config.yaml"), str(over)],
         cwd=repo, capture_output=True, text=True, env=venv_env,
     )
     assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]

@@ -15,7 +15,6 @@ rule search:
         budget=r"((throughput|memory|latency)_|unconstrained@?)[^/]*",
     params:
         cfg=pzc.cli_arg(config, "search", "search_space.ffn.multiple_of"),
-        budget=lambda w: f"--budget {w.budget}",
     log:
         f"{R}/logs/search/{{target}}/{{scenario}}/{{budget}}.log",
     resources:
@@ -24,5 +23,5 @@ rule search:
     conda:
         "../envs/puzzle.yaml"
     shell:
-        "python -m puzzle search --cfg {params.cfg} --scores {input.scores} --costs {input.costs}"
-        " --parent-config {input.parent} --scenario {wildcards.scenario} {params.budget} --out {output} > {log} 2>&1"
+        "python -m puzzle search --cfg {params.cfg} --scores {input.scores:q} --costs {input.costs:q}"
+        " --parent-config {input.parent:q} --scenario {wildcards.scenario:q} --budget {wildcards.budget:q} --out {output:q} > {log:q} 2>&1"

@@ -5,6 +5,8 @@
 # ablation's setting (config `paper`) reruns that ablation's jobs and its table only.
 import shlex
 
+Q = shlex.quote  # every path placed into a shell argument string below
+
 PAPER = config["paper"]
 PAPER_OUT = f"{R}/paper"
 MAIN = SOLUTIONS[0]  # the experiment's own child: the paper's Puzzle child in every table
@@ -70,22 +72,22 @@ EXTRA_OF = {
     **{
         table: (
             [library_files(s) for s in [MAIN, *children]],
-            " ".join(f"--library {library_dir(s)}" for s in [MAIN, *children]),
+            " ".join(f"--library {Q(library_dir(s))}" for s in [MAIN, *children]),
         )
         for table, children in LIBRARY_CHILDREN.items()
     },
     "table2": ([], " ".join(f"--paper-scenario {shlex.quote(f'{k}={v}')}" for k, v in PAPER["scenarios"].items())),
     "table17": (
         [*expand(f"{LOSS_EVAL}/{{loss}}.json", loss=GKD_LOSSES), *LOSS_DIR.values()],
-        " ".join([f"--loss-eval {LOSS_EVAL}", *(f"--variant {loss}={LOSS_DIR[loss]}" for loss in GKD_LOSSES)]),
+        " ".join([f"--loss-eval {Q(LOSS_EVAL)}", *(f"--variant {Q(f'{loss}={LOSS_DIR[loss]}')}" for loss in GKD_LOSSES)]),
     ),
     "table18": (
         [*expand(f"{COMPRESS_EVAL}/{{method}}.json", method=COMPRESS_METHODS), *expand(f"{COMPRESS_DIR}/{{method}}", method=COMPRESS_METHODS)],
-        " ".join(f"--compressed {m}={COMPRESS_DIR}/{m} {COMPRESS_EVAL}/{m}.json" for m in COMPRESS_METHODS),
+        " ".join(f"--compressed {Q(f'{m}={COMPRESS_DIR}/{m}')} {Q(f'{COMPRESS_EVAL}/{m}.json')}" for m in COMPRESS_METHODS),
     ),
-    "fig5": ([SWEEP_DIR], f"--sweep {SWEEP_DIR}"),
-    "fig6": ([MAIN_COSTS, MAIN_SOLUTION], f"--costs {MAIN_COSTS} --solution {MAIN_SOLUTION}"),
-    "fig8": ([SWEEP_DIR, MAIN_COSTS, MAIN_SOLUTION], f"--sweep {SWEEP_DIR} --costs {MAIN_COSTS} --solution {MAIN_SOLUTION}"),
+    "fig5": ([SWEEP_DIR], f"--sweep {Q(SWEEP_DIR)}"),
+    "fig6": ([MAIN_COSTS, MAIN_SOLUTION], f"--costs {Q(MAIN_COSTS)} --solution {Q(MAIN_SOLUTION)}"),
+    "fig8": ([SWEEP_DIR, MAIN_COSTS, MAIN_SOLUTION], f"--sweep {Q(SWEEP_DIR)} --costs {Q(MAIN_COSTS)} --solution {Q(MAIN_SOLUTION)}"),
 }
 
 # artifact -> (path, shown in the report) of its outputs: a figure's PNG, a table's CSV (+ Markdown)
@@ -98,7 +100,7 @@ FILES_OF = {
 PAPER_FILES = [path for files in FILES_OF.values() for path, _ in files]
 
 
-report: "../report/workflow.rst"
+report: "../workflow/report/workflow.rst"
 
 
 rule paper:
@@ -119,14 +121,14 @@ for _artifact in PAPER["artifacts"]:
             _inputs,
         output:
             [
-                report(path, caption=f"../report/{_artifact}.rst", category="Figures" if _artifact.startswith("fig") else "Tables")
+                report(path, caption=f"../workflow/report/{_artifact}.rst", category="Figures" if _artifact.startswith("fig") else "Tables")
                 if shown
                 else path
                 for path, shown in FILES_OF[_artifact]
             ],
         params:
             artifact=_artifact,
-            args=" ".join([*(f"--child {R}/search/{s}/solution.json {R}/eval/{s}" for s in _children), *([_args] if _args else [])]),
+            args=" ".join([*(f"--child {Q(f'{R}/search/{s}/solution.json')} {Q(f'{R}/eval/{s}')}" for s in _children), *([_args] if _args else [])]),
             out=lambda w, output: os.path.splitext(output[0])[0],
         log:
             f"{R}/logs/paper/{_artifact}.log",
@@ -136,7 +138,7 @@ for _artifact in PAPER["artifacts"]:
         conda:
             "../envs/puzzle.yaml"
         shell:
-            "python -m puzzle report {params.artifact} {params.args} --out {params.out} > {log} 2>&1"
+            "python -m puzzle report {params.artifact} {params.args} --out {params.out:q} > {log:q} 2>&1"
 
 
 # Fig. 5 / 8: one search over the throughput sweep (infeasible targets are recorded, not fatal).
@@ -159,9 +161,9 @@ rule paper_sweep:
     conda:
         "../envs/puzzle.yaml"
     shell:
-        "python -m puzzle search --cfg {params.cfg} --scores {input.scores} --costs {input.costs}"
-        " --parent-config {input.parent} --scenario {params.scenario} --sweep {params.sweep} --sweep-resource throughput"
-        " --out-dir {output} > {log} 2>&1"
+        "python -m puzzle search --cfg {params.cfg} --scores {input.scores:q} --costs {input.costs:q}"
+        " --parent-config {input.parent:q} --scenario {params.scenario:q} --sweep {params.sweep} --sweep-resource throughput"
+        " --out-dir {output:q} > {log:q} 2>&1"
 
 
 # Table 17: the main child distilled with another loss (everything else as rule gkd).
@@ -191,7 +193,7 @@ rule paper_gkd_loss_eval:
         expand(f"{LOSS_EVAL}/{{loss}}.json", loss=["parent", *GKD_LOSSES]),
     params:
         cfg=pzc.cli_arg(config, "evaluate", "threads", "device"),
-        models=" ".join(f"--model {loss}={LOSS_DIR[loss]}" for loss in GKD_LOSSES),
+        models=" ".join(f"--model {Q(f'{loss}={LOSS_DIR[loss]}')}" for loss in GKD_LOSSES),
         out=lambda w, output: os.path.dirname(output[0]),
     log:
         f"{R}/logs/paper/gkd_loss_eval.log",
@@ -203,8 +205,8 @@ rule paper_gkd_loss_eval:
     conda:
         "../envs/puzzle.yaml"
     shell:
-        "python -m puzzle evaluate --cfg {params.cfg} --parent {input.parent} {params.models} --test {input.test}"
-        " --solution {input.solution} --out {params.out} > {log} 2>&1"
+        "python -m puzzle evaluate --cfg {params.cfg} --parent {input.parent:q} {params.models} --test {input.test:q}"
+        " --solution {input.solution:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 # Tables 8-10: another block library (rules/search.smk BLD_VARIANTS): BLD and scoring as rules bld
@@ -270,7 +272,7 @@ rule paper_compress:
     params:
         cfg=pzc.cli_arg(config, "seed", "threads", "device"),
         method_args=lambda w, input: (
-            f"--train {input.train} --seq-len {config['evaluate']['seq_len']}"
+            f"--train {Q(input.train)} --seq-len {config['evaluate']['seq_len']}"
             if w.method == "wanda"
             else f"--keep {PAPER['low_rank_keep']}"
         ),
@@ -284,8 +286,8 @@ rule paper_compress:
     conda:
         "../envs/puzzle.yaml"
     shell:
-        "python -m puzzle compress --cfg {params.cfg} --method {wildcards.method} --parent {input.parent}"
-        " {params.method_args} --out {output} > {log} 2>&1"
+        "python -m puzzle compress --cfg {params.cfg} --method {wildcards.method:q} --parent {input.parent:q}"
+        " {params.method_args} --out {output:q} > {log:q} 2>&1"
 
 
 use rule paper_gkd_loss_eval as paper_compress_eval with:
@@ -298,7 +300,7 @@ use rule paper_gkd_loss_eval as paper_compress_eval with:
         expand(f"{COMPRESS_EVAL}/{{model}}.json", model=["parent", *COMPRESS_METHODS]),
     params:
         cfg=pzc.cli_arg(config, "evaluate", "threads", "device"),
-        models=" ".join(f"--model {m}={COMPRESS_DIR}/{m}" for m in COMPRESS_METHODS),
+        models=" ".join(f"--model {Q(f'{m}={COMPRESS_DIR}/{m}')}" for m in COMPRESS_METHODS),
         out=lambda w, output: os.path.dirname(output[0]),
     log:
         f"{R}/logs/paper/compress_eval.log",

@@ -38,8 +38,8 @@ rule score:
     conda:
         "../envs/puzzle.yaml"
     shell:
-        "python -m puzzle score --cfg {params.cfg} --parent {input.parent} --data {params.data}"
-        " --library {params.library} --layer {wildcards.layer} --out {output} > {log} 2>&1"
+        "python -m puzzle score --cfg {params.cfg} --parent {input.parent:q} --data {params.data:q}"
+        " --library {params.library:q} --layer {wildcards.layer:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule scores:
@@ -55,4 +55,4 @@ rule scores:
     conda:
         "../envs/puzzle.yaml"
     shell:
-        "python -m puzzle score --merge {input} --out {output} > {log} 2>&1"
+        "python -m puzzle score --merge {input:q} --out {output:q} > {log:q} 2>&1"

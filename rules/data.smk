@@ -14,7 +14,7 @@ rule data:
     conda:
         "../envs/puzzle.yaml"
     shell:
-        "python -m puzzle data --cfg {params.cfg} --out {params.out} > {log} 2>&1"
+        "python -m puzzle data --cfg {params.cfg} --out {params.out:q} > {log:q} 2>&1"
 
 
 # An embedded corpus beyond data.corpus + data.extra_corpora (the paper's narrow BLD data, Table 9),
@@ -38,4 +38,4 @@ rule data_corpus:
     conda:
         "../envs/puzzle.yaml"
     shell:
-        "python -m puzzle data --cfg {params.cfg} --corpus {wildcards.corpus} --out {params.out} > {log} 2>&1"
+        "python -m puzzle data --cfg {params.cfg} --corpus {wildcards.corpus:q} --out {params.out:q} > {log:q} 2>&1"

@@ -33,8 +33,8 @@ rule activations:
     conda:
         "../envs/puzzle.yaml"
     shell:
-        "python -m puzzle activations --cfg {params.cfg} --parent {input.parent} --shard {input.shard}"
-        " --split {wildcards.split} --out {output} > {log} 2>&1"
+        "python -m puzzle activations --cfg {params.cfg} --parent {input.parent:q} --shard {input.shard:q}"
+        " --split {wildcards.split:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule bld:
@@ -59,5 +59,5 @@ rule bld:
     conda:
         "../envs/puzzle.yaml"
     shell:
-        "python -m puzzle bld --cfg {params.cfg} --parent {input.parent} --train {input.train}"
-        " --valid {input.valid} --layer {wildcards.layer} --out {params.out} > {log} 2>&1"
+        "python -m puzzle bld --cfg {params.cfg} --parent {input.parent:q} --train {input.train:q}"
+        " --valid {input.valid:q} --layer {wildcards.layer:q} --out {params.out:q} > {log:q} 2>&1"

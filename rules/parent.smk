@@ -17,4 +17,4 @@ rule parent:
     conda:
         "../envs/puzzle.yaml"
     shell:
-        "python -m puzzle parent --cfg {params.cfg} --data {params.data} --out {output} > {log} 2>&1"
+        "python -m puzzle parent --cfg {params.cfg} --data {params.data:q} --out {output:q} > {log:q} 2>&1"

@@ -38,8 +38,8 @@ rule costs:
     conda:
         "../envs/puzzle.yaml"
     shell:
-        "python -m puzzle costs --cfg {params.cfg} --parent {input.parent} --target {wildcards.target}"
-        " --out {output.csv} > {log} 2>&1"
+        "python -m puzzle costs --cfg {params.cfg} --parent {input.parent:q} --target {wildcards.target:q}"
+        " --out {output.csv:q} > {log:q} 2>&1"
 
 
 rule costs_analytic:
@@ -60,5 +60,5 @@ rule costs_analytic:
     conda:
         "../envs/puzzle.yaml"
     shell:
-        "python -m puzzle costs --cfg {params.cfg} --parent {input.parent} --target {wildcards.target}"
-        " --out {output.csv} > {log} 2>&1"
+        "python -m puzzle costs --cfg {params.cfg} --parent {input.parent:q} --target {wildcards.target:q}"
+        " --out {output.csv:q} > {log:q} 2>&1"

@@ -30,8 +30,8 @@ rule assemble:
     conda:
         "../envs/puzzle.yaml"
     shell:
-        "python -m puzzle assemble --cfg {params.cfg} --solution {input.solution} --library {params.library}"
-        " --parent {input.parent} {params.random} --out {output} > {log} 2>&1"
+        "python -m puzzle assemble --cfg {params.cfg} --solution {input.solution:q} --library {params.library:q}"
+        " --parent {input.parent:q} {params.random} --out {output:q} > {log:q} 2>&1"
 
 
 # One process per GPU of the node (accelerate launch) when slurm.gkd_gpus > 1, else one process.
@@ -65,8 +65,8 @@ rule gkd:
     conda:
         "../envs/puzzle.yaml"
     shell:
-        "{params.launch} puzzle gkd --cfg {params.cfg} --parent {input.parent} --child {input.child}"
-        " --train {input.train} --valid {input.valid} --out {output} > {log} 2>&1"
+        "{params.launch} puzzle gkd --cfg {params.cfg} --parent {input.parent:q} --child {input.child:q}"
+        " --train {input.train:q} --valid {input.valid:q} --out {output:q} > {log:q} 2>&1"
 
 
 # Parent, child before GKD and child after GKD in one job: timings interleave, so ratios are fair.
@@ -94,8 +94,8 @@ rule evaluate:
     conda:
         "../envs/puzzle.yaml"
     shell:
-        "python -m puzzle evaluate --cfg {params.cfg} --parent {input.parent} --model child={input.child}"
-        " --model gkd={input.gkd} --test {input.test} --solution {input.solution} --out {params.out} > {log} 2>&1"
+        "python -m puzzle evaluate --cfg {params.cfg} --parent {input.parent:q} --model child={input.child:q}"
+        " --model gkd={input.gkd:q} --test {input.test:q} --solution {input.solution:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule eval_summary:
@@ -113,4 +113,4 @@ rule eval_summary:
     conda:
         "../envs/puzzle.yaml"
     shell:
-        "python -m puzzle evaluate --summarize {params.runs} --out {output} > {log} 2>&1"
+        "python -m puzzle evaluate --summarize {params.runs:q} --out {output:q} > {log:q} 2>&1"
