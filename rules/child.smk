@@ -34,12 +34,9 @@ rule assemble:
         " --parent {input.parent:q} {params.random} --out {output:q} > {log:q} 2>&1"
 
 
-# One process per GPU of the node (accelerate launch) when slurm.gkd_gpus > 1, else one process.
-GKD_LAUNCH = (
-    f"accelerate launch --multi_gpu --num_processes {config['slurm']['gkd_gpus']} -m"
-    if config["slurm"]["gkd_gpus"] > 1
-    else "python -m"
-)
+# One process per GPU: python, torchrun on one node, or srun + torchrun over slurm.gkd_nodes nodes.
+# Inserted unquoted: it is shell words (and the rendezvous host is expanded by the job's shell).
+GKD_LAUNCH = gkd_launch.launch(config["slurm"]["gkd_nodes"], config["slurm"]["gkd_gpus"], config["threads"])
 
 
 rule gkd:

@@ -38,7 +38,7 @@ def test_profile_plans_gpus_for_gpu_stages_only(repo, tmp_path, venv_env):
     shutil.copytree(repo / "config", wd / "config", symlinks=False)
     over = tmp_path / "slurm.yaml"
     over.write_text(yaml.safe_dump(
-        {"slurm": {"gpus_per_job": 1, "gpu_model": "h100", "gpu_partition": "gpu", "gkd_gpus": 2}}
+        {"slurm": {"gpus_per_job": 1, "gpu_model": "h100", "gpu_partition": "gpu", "gkd_gpus": 2, "gkd_nodes": 2}}
     ))
     r = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(repo / "workflow" / "Snakefile"), "--directory", str(wd),
@@ -51,8 +51,10 @@ def test_profile_plans_gpus_for_gpu_stages_only(repo, tmp_path, venv_env):
     for rule, res in plan.items():
         if rule in GPU_STAGES:
             assert "gpu=1," in res + "," and "gpu_model=h100" in res and "slurm_partition=gpu" in res, (rule, res)
-        elif rule == GKD_STAGE:  # all of its GPUs on one node
-            assert "gpu=2," in res + "," and "nodes=1" in res and "gpu_model=h100" in res, (rule, res)
+        elif rule == GKD_STAGE:  # 2 nodes x 2 GPUs: one task (torchrun) per node, GPUs per node
+            for want in ("nodes=2", "tasks=2", "mpi=srun", "slurm_extra=--gpus-per-node=h100:2", "slurm_partition=gpu"):
+                assert want in res, (rule, want, res)
+            assert "gpu=" not in res, (rule, res)
         else:
             assert "gpu=" not in res and "gpu_model" not in res, (rule, res)
         assert "cpus_per_task=" in res and "runtime=" in res and "mem_mb=" in res, (rule, res)

@@ -33,6 +33,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import shutil
 import signal
 import tempfile
@@ -159,7 +160,8 @@ def train(
     cfg: dict[str, Any], parent_dir: str, child_dir: str, train_shard: str, valid_shard: str, out_dir: str
 ) -> dict[str, Any]:
     """Distill the child of `child_dir` from the parent; writes OUT and returns its report."""
-    torch.set_num_threads(cfg["threads"])
+    # `threads` are the node's; torchrun's processes on one node share them
+    torch.set_num_threads(max(1, cfg["threads"] // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
     group = sharding.join(pick_device(cfg["device"]))
     try:
         return _train(cfg, group, parent_dir, child_dir, train_shard, valid_shard, out_dir)
