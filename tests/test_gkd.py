@@ -209,8 +209,8 @@ def test_the_token_budget_sets_the_steps_and_bad_batches_are_config_errors(tiny,
     g = cfg(gkd={"tokens": 45_000_000_000, "seq_len": 8192, "batch_size": 64})["gkd"]
     assert gkd.total_steps(g) == 85_831  # ceil(45e9 / (64 x 8192))
     with pytest.raises(ConfigError, match=r"gkd.micro_batch_size = 3: expected a divisor of the 4 windows"):
-        gkd.micro_batch(cfg(gkd={"micro_batch_size": 3})["gkd"], 1)
+        gkd.check(cfg(gkd={"micro_batch_size": 3})["gkd"], 1)
     with pytest.raises(ConfigError, match=r"gkd.batch_size = 4: expected a multiple of the 3 processes"):
-        gkd.micro_batch(cfg()["gkd"], 3)
+        gkd.check(cfg()["gkd"], 3)
     with pytest.raises(ConfigError, match="gkd.loss: expected at least one of cosine, kl, lm"):
         run(tiny, tmp_path / "none", loss={"cosine": False, "kl": False, "lm": False})

@@ -110,8 +110,9 @@ def total_steps(g: dict[str, Any]) -> int:
     return math.ceil(g["tokens"] / (g["batch_size"] * g["seq_len"])) if g["tokens"] else g["steps"]
 
 
-def micro_batch(g: dict[str, Any], processes: int) -> int:
-    """Windows per forward pass of one process; a one-line config error when they do not tile the batch."""
+def check(g: dict[str, Any], processes: int) -> int:
+    """The GKD keys that only make sense with the process count known, as one-line config errors;
+    returns the windows per forward pass of one process."""
     if not any(g["loss"].values()):
         raise config_mod.ConfigError("config error: gkd.loss: expected at least one of cosine, kl, lm to be true")
     if g["batch_size"] % processes:
@@ -187,7 +188,7 @@ class _Stop:
 def _train(cfg: dict[str, Any], group: sharding.Group, parent_dir: str, child_dir: str, train_shard: str,
            valid_shard: str, out_dir: str) -> dict[str, Any]:
     g, seed, device = cfg["gkd"], cfg["seed"], group.device
-    micro = micro_batch(g, group.world)
+    micro = check(g, group.world)
     compute = DTYPES[g["precision"]]
     out = Path(out_dir)
     ckpt = out.parent / f".{out.name}.checkpoint"
