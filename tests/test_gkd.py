@@ -214,3 +214,34 @@ def test_the_token_budget_sets_the_steps_and_bad_batches_are_config_errors(tiny,
         gkd.check(cfg()["gkd"], 3)
     with pytest.raises(ConfigError, match="gkd.loss: expected at least one of cosine, kl, lm"):
         run(tiny, tmp_path / "none", loss={"cosine": False, "kl": False, "lm": False})
+
+
+class LargestVocabTensor(torch.overrides.TorchFunctionMode):
+    """Records the most elements of any tensor with a last dimension of `vocab` that a torch function
+    returns (forward, and the recomputation that runs in Python during backward)."""
+
+    def __init__(self, vocab):
+        super().__init__()
+        self.vocab, self.most = vocab, 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor) and t.dim() and t.shape[-1] == self.vocab:
+                self.most = max(self.most, t.numel())
+        return out
+
+
+def test_no_tensor_of_more_than_one_chunk_of_logits_is_made():
+    B, T, H, V, chunk = 2, 64, 8, 50, 16
+    g = torch.Generator().manual_seed(0)
+    s_head, t_head = torch.nn.Linear(H, V, bias=False), torch.nn.Linear(H, V, bias=False)
+    s_final, t_final = torch.randn(B, T, H, generator=g, requires_grad=True), torch.randn(B, T, H, generator=g)
+    targets = torch.randint(0, V, (B, T), generator=g)
+    on = {"cosine": False, "kl": True, "lm": True}
+    with LargestVocabTensor(V) as mode:
+        gkd_loss.term_means(s_final, [], s_head, t_final, [], t_head, targets, on, chunk).sum().backward()
+    assert mode.most == B * chunk * V
+    with LargestVocabTensor(V) as mode:  # the whole-sequence computation would be caught
+        metrics.forward_kl(t_head(t_final), s_head(s_final)).mean().backward()
+    assert mode.most == B * T * V
