@@ -3,6 +3,8 @@ exact resume after a kill, a changed config discarding its checkpoint, and two g
 (FSDP2, sharded parent, activation checkpointing, micro-batches) against one."""
 
 import json
+import os
+import signal
 
 import pandas as pd
 import pytest
@@ -99,6 +101,32 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_weights(tiny, tmp_pat
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "straight" / "gkd_log.csv"),
                                   pd.read_csv(tmp_path / "resumed" / "gkd_log.csv"))
     assert not (tmp_path / ".resumed.checkpoint").exists()
+
+
+def test_a_signal_or_elapsed_time_checkpoints_and_the_rerun_resumes_exactly(tiny, tmp_path, monkeypatch):
+    """SIGTERM (SLURM's warning) during step 5: the run saves after it and stops; checkpoint_minutes
+    (here ~0) saves after every step, so a kill at step 7 resumes from 7. Both end as a straight run."""
+    run(tiny, tmp_path / "straight", steps=8)
+    real = gkd.sample_windows
+
+    def signalled(tokens, batch, length, seed, step):
+        if step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(tokens, batch, length, seed, step)
+
+    monkeypatch.setattr(gkd, "sample_windows", signalled)
+    with pytest.raises(SystemExit, match="stopped by a signal after step 6"):
+        run(tiny, tmp_path / "signalled", steps=8)
+    monkeypatch.setattr(gkd, "sample_windows", real)
+    kill_at_step(monkeypatch, 7)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny, tmp_path / "timed", steps=8, checkpoint_minutes=1e-9)
+    monkeypatch.setattr(gkd, "sample_windows", real)
+    a = weights(tmp_path / "straight")
+    for name, step in (("signalled", 6), ("timed", 7)):
+        assert run(tiny, tmp_path / name, steps=8)["resumed_from_step"] == step
+        b = weights(tmp_path / name)
+        assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_a_checkpoint_of_another_config_is_discarded(tiny, tmp_path, monkeypatch, capsys):
