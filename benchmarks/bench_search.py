@@ -2,7 +2,7 @@
 
 Prints the MIP build time, single solves under a few budgets, and Pareto sweeps over throughput
 targets with one and with several diverse solutions per point, on random but realistic tables
-(`search_tables.synthetic_tables`: roofline costs of a Llama-70B-like layer at fp8, scores that
+(`search.synthetic.synthetic_tables`: roofline costs of a Llama-70B-like layer at fp8, scores that
 grow as variants shrink). Wall and CPU seconds both, since shared machines inflate wall time.
 
     python benchmarks/bench_search.py [--layers 80] [--points 20] [--solutions 2] [--diversity 0.1]
@@ -18,8 +18,10 @@ import time
 import numpy as np
 
 from puzzle.io import read_json
-from puzzle.search import Search
-from puzzle.search_tables import nvlabs_tables, parse_target, synthetic_tables
+from puzzle.search.nvlabs import nvlabs_tables
+from puzzle.search.solve import Search
+from puzzle.search.synthetic import synthetic_tables
+from puzzle.search.targets import parse_target
 
 
 def clock() -> tuple[float, float]:

@@ -11,7 +11,7 @@ BLD_VARIANT_DIR = f"{R}/paper/bld"
 
 def library_variant(solution):
     """(name, whole config) of the block library a solution or budget names; (None, config) for the experiment's."""
-    name = pzc.budget_suffix(solution)["library"]
+    name = SolutionId.parse(solution).library
     if name is None:
         return None, config
     if name not in BLD_VARIANTS:
@@ -31,10 +31,10 @@ def library_files(solution):
 
 def random_weights(solution):
     """`--random-weights SEED` for a solution whose budget ends in `scratch` (Table 15), else ""."""
-    parts = pzc.budget_suffix(solution)
-    if not parts["scratch"]:
+    sid = SolutionId.parse(solution)
+    if not sid.scratch:
         return ""
-    return f"--random-weights {config['seed'] if parts['seed'] is None else parts['seed']}"
+    return f"--random-weights {config['seed'] if sid.seed is None else sid.seed}"
 
 
 def scores_of(solution):

@@ -15,7 +15,7 @@ MAIN_SOLUTION = f"{R}/search/{MAIN}/solution.json"
 MAIN_COSTS = f"{R}/costs/{MAIN_TARGET}/costs.csv"
 # Fig. 5 / 7: the children evaluated along the throughput sweep (named as search.sweep names its points)
 SWEEP_CHILDREN = list(
-    dict.fromkeys([MAIN, *pzc.solution_ids(pzc.deep_merge(config, {"search": {"sweep": PAPER["evaluate"], "sweep_resource": "throughput"}}))])
+    dict.fromkeys([MAIN, *map(str, solution_ids(pzc.deep_merge(config, {"search": {"sweep": PAPER["evaluate"], "sweep_resource": "throughput"}})))])
 )
 SWEEP_DIR = f"{PAPER_OUT}/sweep"
 

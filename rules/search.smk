@@ -2,7 +2,7 @@
 # (no torch, no GPU). {solution} = target/scenario/budget, budget = <resource>_<value>, optionally with
 # the paper's ablations as a suffix that `puzzle search --budget` reads: @<method|metric>[-s<seed>]
 # (throughput_2.17x@greedy, throughput_2.17x@lm_loss, throughput_2.17x@random-s1; rules/paper.smk).
-SOLUTIONS = pzc.solution_ids(config)
+SOLUTIONS = [str(s) for s in solution_ids(config)]
 
 rule search:
     input:

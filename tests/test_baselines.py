@@ -6,11 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from puzzle import baselines
 from puzzle.blocks import ATTN_NOOP, FFN_NOOP
-from puzzle.mip import Mip
-from puzzle.search import MIP_METHODS, InfeasibleError, Search
-from puzzle.search_tables import build_instance, check_costs, check_scores, parse_target, resource_bounds, synthetic_tables
+from puzzle.search import baselines
+from puzzle.search.instance import build_instance, resource_bounds
+from puzzle.search.mip import Mip
+from puzzle.search.solve import MIP_METHODS, InfeasibleError, Search
+from puzzle.search.synthetic import synthetic_tables
+from puzzle.search.tables import check_costs, check_scores
+from puzzle.search.targets import parse_target
 
 TOL = 1e-9
 TARGETS = [

@@ -83,19 +83,3 @@ def test_a_narrow_corpus_that_cannot_be_built_is_named_and_left_out(cfg, message
     cfg = pzc.validate(cfg)
     assert message in pzc.narrow_corpus_error(cfg) and "narrow" not in pzc.bld_variants(cfg)
     assert pzc.narrow_corpus_error(pzc.validate({})) is None
-
-
-@pytest.mark.parametrize("solution, parts", [
-    ("local/chat/throughput_2x", {"library": None, "name": None, "seed": None, "scratch": False}),
-    ("local/chat/throughput_2x@random-s3-scratch", {"library": None, "name": "random", "seed": 3, "scratch": True}),
-    ("unconstrained@scratch", {"library": None, "name": None, "seed": None, "scratch": True}),
-    ("throughput_2.17x@bld-tokens65536", {"library": "tokens65536", "name": None, "seed": None, "scratch": False}),
-    ("throughput_2x@lm_loss", {"library": None, "name": "lm_loss", "seed": None, "scratch": False}),
-])
-def test_budget_suffix_names_each_part_of_an_ablation_child(solution, parts):
-    assert pzc.budget_suffix(solution) == parts
-
-
-def test_budget_suffix_rejects_what_no_ablation_names():
-    with pytest.raises(pzc.ConfigError, match="budget suffix @Fast!"):
-        pzc.budget_suffix("throughput_2x@Fast!")

@@ -7,16 +7,12 @@ import pandas as pd
 import pytest
 
 from puzzle.config import ConfigError
-from puzzle.mip import Mip, VerificationError, check_diversity, dominator_counts, min_differing, verify
-from puzzle.search import InfeasibleError, Search
-from puzzle.search_tables import (
-    build_instance,
-    check_costs,
-    check_scores,
-    parse_target,
-    resource_bounds,
-    synthetic_tables,
-)
+from puzzle.search.mip import Mip, VerificationError, check_diversity, dominator_counts, min_differing, verify
+from puzzle.search.instance import build_instance, resource_bounds
+from puzzle.search.solve import InfeasibleError, Search
+from puzzle.search.synthetic import synthetic_tables
+from puzzle.search.tables import check_costs, check_scores
+from puzzle.search.targets import parse_target
 
 TOL = 1e-9
 

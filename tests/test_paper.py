@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from puzzle import paper, search
+from puzzle import paper
+from puzzle.search import cli as search
 from puzzle.evaluate import relative
-from puzzle.search_tables import check_costs
+from puzzle.search.tables import check_costs
 from test_workflow import snakemake
 
 SCENARIO = {"name": "chat", "batch": 4, "input_len": 8, "output_len": 16}
@@ -229,7 +230,7 @@ def test_unconstrained_budget_drops_the_configured_targets():
 
 def test_search_budget_suffix_rejects_unknown_names():
     with pytest.raises(search.ConfigError, match="@fast"):
-        search.budget_variant("fast")
+        search.budget_settings("throughput_2x@fast")
 
 
 def write_library(root, name, mode="decoupled", corpus="mixed", tokens=4096, trained=(("attn_kv1", 1.5), ("ffn_50", 2.5))):

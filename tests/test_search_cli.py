@@ -14,9 +14,11 @@ import pytest
 
 from puzzle.blocks import ParentShape, block_config
 from puzzle.cli import main as cli
-from puzzle.mip import check_diversity, verify
-from puzzle.search import Search
-from puzzle.search_tables import load_costs, load_scores, nvlabs_tables, synthetic_tables
+from puzzle.search.mip import check_diversity, verify
+from puzzle.search.nvlabs import nvlabs_tables
+from puzzle.search.solve import Search
+from puzzle.search.synthetic import synthetic_tables
+from puzzle.search.tables import load_costs, load_scores
 
 NVLABS = Path(__file__).parent / "data" / "nvlabs"
 SOLUTION_KEYS = {
@@ -111,7 +113,7 @@ def test_search_runs_without_torch(tables, tmp_path, venv_env):
     code = (
         "import argparse, sys\n"
         "sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
-        "from puzzle import search\n"
+        "from puzzle.search import cli as search\n"
         "p = argparse.ArgumentParser(); search.add_arguments(p)\n"
         f"search.main(p.parse_args(['--scores', {str(tables / 'scores.csv')!r}, '--costs', {str(tables / 'costs.csv')!r},"
         f" '--throughput', '1.5x', '--out', {str(tmp_path / 'n.json')!r}]))\n"

@@ -21,7 +21,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "bld": ("puzzle.bld", "blockwise local distillation of one layer's variants"),
     "score": ("puzzle.scoring", "replace-1-block scores (KL, LM loss, accuracy)"),
     "costs": ("puzzle.costs", "measured per-variant prefill/decode time and memory"),
-    "search": ("puzzle.search", "MIP search: choose one attention + FFN variant per layer"),
+    "search": ("puzzle.search.cli", "MIP search: choose one attention + FFN variant per layer"),
     "assemble": ("puzzle.assemble", "solution.json + library -> child checkpoint"),
     "gkd": ("puzzle.gkd", "global knowledge distillation of a child from the parent"),
     "evaluate": ("puzzle.evaluate", "quality and throughput of parent and children"),

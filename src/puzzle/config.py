@@ -9,7 +9,6 @@ import argparse
 import copy
 import json
 import os
-import re
 import shlex
 from importlib import resources
 from pathlib import Path
@@ -148,51 +147,6 @@ def parent_config(cfg: dict[str, Any]) -> dict[str, Any]:
         "intermediate_size": t["intermediate_size"],
         "num_hidden_layers": t["num_layers"],
     }
-
-
-def solution_ids(cfg: dict[str, Any]) -> list[str]:
-    """The solutions the workflow plans, as `target/scenario/budget` folder names under search/.
-
-    A budget is `<resource>_<value>` (e.g. `throughput_2.17x`): one per sweep point, or the single
-    configured target (`unconstrained` when none is set).
-    """
-    s = cfg["search"]
-    # checked here, not in validate(): stages get partial configs in which costs.targets is incomplete
-    if s["target"] not in cfg["costs"]["targets"]:
-        raise ConfigError(
-            f"config error: search.target = {s['target']!r}: expected one of costs.targets {sorted(cfg['costs']['targets'])}"
-        )
-    scenario = s["scenario"] or cfg["costs"]["scenarios"][0]["name"]
-
-    def name(kind: str, value: Any) -> str:
-        return f"{kind}_{str(value).replace(' ', '').replace('tok/s', '')}"
-
-    if s["sweep"]:
-        budgets = [name(s["sweep_resource"], v) for v in s["sweep"]]
-    else:
-        set_ = [(k, s[k]) for k in ("throughput", "memory", "latency") if s[k] is not None]
-        budgets = [name(*set_[0]) if set_ else "unconstrained"]
-    return [f"{s['target']}/{scenario}/{b}" for b in budgets]
-
-
-def budget_suffix(solution: str) -> dict[str, Any]:
-    """The parts of the `@` suffix of a solution id or budget (`throughput_2x@random-s0-scratch`),
-    how the workflow names the paper's ablation children: `library` (from `bld-<name>`, Tables 8-10),
-    `name` (a search method or metric) with its `seed` (`-s<n>`), and `scratch` (a trailing `scratch`:
-    random weights, Table 15). Absent parts are None / False; whether `name` is a known method is the
-    search's to check."""
-    text = solution.rpartition("/")[2].partition("@")[2]
-    out: dict[str, Any] = {"library": None, "name": None, "seed": None, "scratch": bool(re.search(r"(^|-)scratch$", text))}
-    text = re.sub(r"(^|-)scratch$", "", text)
-    library = re.fullmatch(r"bld-([a-z0-9]+)", text)
-    if library:
-        out["library"] = library.group(1)
-    elif text:
-        m = re.fullmatch(r"([a-z_]+?)(?:-s(\d+))?", text)
-        if m is None:
-            raise ConfigError(f"config error: budget suffix @{text}: expected @<method or metric>[-s<seed>][-scratch] or @bld-<library>")
-        out["name"], out["seed"] = m.group(1), None if m.group(2) is None else int(m.group(2))
-    return out
 
 
 def embedded_corpora() -> list[str]:

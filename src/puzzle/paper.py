@@ -24,8 +24,10 @@ import numpy as np
 import pandas as pd
 
 from puzzle import config as config_mod
+from puzzle.config import ConfigError
 from puzzle.io import atomic_path, read_json, write_csv, write_text
-from puzzle.search_tables import load_costs
+from puzzle.naming import SolutionId
+from puzzle.search.tables import load_costs
 
 # ---- the paper's numbers (PAPER.md section 7, ICML numbering) --------------------------------------
 
@@ -155,16 +157,25 @@ class Child:
     budget: str = ""  # the solution's folder name (rules/search.smk), e.g. throughput_2x@random-s0-scratch
 
     @property
+    def id(self) -> SolutionId | None:
+        """The solution id its folder name spells (rules/search.smk); None for a folder the workflow
+        did not name (a solution.json searched by hand has no ablation suffix)."""
+        try:
+            return SolutionId.parse(self.budget)
+        except ConfigError:
+            return None
+
+    @property
     def random_weights(self) -> bool:
         """Assembled with random weights (Table 15: `...scratch` budgets)."""
-        return config_mod.budget_suffix(self.budget)["scratch"]
+        return self.id is not None and self.id.scratch
 
     @property
     def key(self) -> str:
         """The PAPER row this child stands for: its method, or its metric when the MIP scored with another."""
         s = self.solution
         if self.random_weights:  # the unconstrained search's child is the parent's architecture
-            return "parent_randomized" if self.budget.startswith("unconstrained") else "fully_random"
+            return "parent_randomized" if self.id.kind is None else "fully_random"
         return s["metric"] if s["method"] == "mip" and s["metric"] != "kl" else s["method"]
 
     @property

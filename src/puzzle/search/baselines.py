@@ -4,9 +4,9 @@
     random        uniform samples from the library until one meets the bounds (rejection sampling)
     homogeneous   every layer the same composition; the best that fits
     noop_only     the MIP restricted to the parent's subblocks and no-ops (`noop_only_mask`)
-    max_params    the MIP maximizing parameters instead of quality (in `puzzle.search`)
+    max_params    the MIP maximizing parameters instead of quality (in `search.solve`)
 
-Bounds are upper bounds on the block sums of each resource (`search_tables.resource_bounds`).
+Bounds are upper bounds on the block sums of each resource (`instance.resource_bounds`).
 A baseline returns option indices, one per layer (rows of `Instance.options`), or None.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from puzzle.blocks import ATTN_NOOP, FFN_NOOP
-from puzzle.search_tables import Instance
+from puzzle.search.instance import Instance
 
 
 def feasible_rows(inst: Instance, choices: np.ndarray, bounds: dict[str, float]) -> np.ndarray:

@@ -1,59 +1,30 @@
-"""`python -m puzzle search`: choose one attention + one FFN variant per layer.
+"""A whole search: the instances at every candidate batch of a scenario, solved by the MIP or a
+baseline, verified, best batch kept; several diverse solutions, budget sweeps, and the binding
+target named when a budget is infeasible.
 
-Minimizes the summed replace-1-block metric (KL by default) under throughput, latency and
-memory targets with a MIP (Pyomo + HiGHS), or runs one of the paper's baselines; sweeps the
-batch sizes of the scenario and keeps the best; writes a verified `solution.json`.
-
-    python -m puzzle search --scores scores.csv --costs costs.csv --throughput 2x --memory 80GiB \\
-        [--parent-config config.json] [--scenario chatbot] [--num-solutions 3 --diversity 0.2] \\
-        [--method greedy] [--sweep 1.5x 2x 2.5x --out-dir sweep/] --out solution.json
-    python -m puzzle search --nvlabs-library block_library.json --throughput 3000 --out solution.json
-
-No torch: plans from tables alone.
+Data flows one way: tables -> instance -> mip / baselines -> here -> cli.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
-import re
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from puzzle import baselines
-from puzzle import config as config_mod
 from puzzle.blocks import ParentShape, block_config
 from puzzle.config import ConfigError
-from puzzle.io import read_json, write_csv, write_json
-from puzzle.mip import SOLVER_INTERFACE, SOLVER_NAME, Mip, check_diversity, min_differing, verify
-from puzzle.search_tables import (
-    METRICS,
-    RESOURCE_OF,
-    TARGET_KINDS,
-    UNIT_OF,
-    Target,
-    build_instance,
-    load_costs,
-    load_scores,
-    nvlabs_tables,
-    parent_pair,
-    parse_target,
-    resource_bounds,
-    scenario_batches,
-    threshold_value,
-)
+from puzzle.search import baselines
+from puzzle.search.instance import build_instance, parent_pair, resource_bounds, scenario_batches, threshold_value
+from puzzle.search.mip import SOLVER_INTERFACE, SOLVER_NAME, Mip, check_diversity, min_differing, verify
+from puzzle.search.targets import RESOURCE_OF, TARGET_KINDS, TOTAL_OF, UNIT_OF, Target, fmt, tighter
 
 METHODS = ("mip", "greedy", "noop_only", "max_params", "random", "homogeneous")
 MIP_METHODS = ("mip", "noop_only", "max_params")
 MAX_PARAMS_GAP = 1e-3  # relative optimality gap of the max_params baseline (at least)
-_COST_KEY = {"throughput": "throughput_tok_s", "memory": "memory_bytes", "latency": "latency_ms"}
 
 
 class InfeasibleError(ConfigError):
@@ -70,20 +41,6 @@ class Found:
     choice: np.ndarray
     rank: float  # the method's own objective at this batch (lower is better)
     solver: dict[str, Any]
-
-
-def _tighter(kind: str, a: float, b: float) -> bool:
-    """Whether target value a asks for more than b."""
-    return a > b if kind == "throughput" else a < b
-
-
-def _fmt(kind: str, value: float) -> str:
-    """Rounded so that the printed value is itself feasible (throughput down, budgets up)."""
-    if kind == "throughput":
-        return f"{math.floor(value * 1000) / 1000:.3f} tok/s"
-    if kind == "memory":
-        return f"{math.ceil(value):d} bytes ({value / 2**30:.3f} GiB)"
-    return f"{math.ceil(value * 1000) / 1000:.3f} ms"
 
 
 class Search:
@@ -287,7 +244,7 @@ class Search:
                     if res is None:
                         continue
                     value = threshold_value(inst, kind, res.objective)
-                    if _tighter(kind, resolved[b][kind], value) and (kind not in best or _tighter(kind, value, best[kind][0])):
+                    if tighter(kind, resolved[b][kind], value) and (kind not in best or tighter(kind, value, best[kind][0])):
                         best[kind] = (value, b)
             if best:
                 break
@@ -295,10 +252,10 @@ class Search:
             return InfeasibleError(f"no architecture meets {asked} together at batches {self.batches}", {})
         parts = []
         for kind, (value, b) in best.items():
-            rel = value / self.parent_totals[b][_COST_KEY[kind]]
+            rel = value / self.parent_totals[b][TOTAL_OF[kind]]
             word = "largest" if kind == "throughput" else "smallest"
-            parts.append(f"{kind} {targets[kind].text} ({_fmt(kind, resolved[b][kind])} at batch {b}) is binding: "
-                         f"the {word} feasible is {_fmt(kind, value)} ({rel:.4f}x the parent) at batch {b}")
+            parts.append(f"{kind} {targets[kind].text} ({fmt(kind, resolved[b][kind])} at batch {b}) is binding: "
+                         f"the {word} feasible is {fmt(kind, value)} ({rel:.4f}x the parent) at batch {b}")
         space_note = " in the no-op-only space" if space == "noop_only" else ""
         return InfeasibleError(f"infeasible{space_note} with {asked}: " + "; ".join(parts), best)
 
@@ -332,167 +289,3 @@ def pareto_flags(rows: pd.DataFrame) -> np.ndarray:
         dominated = ((others <= v[i]).all(1) & (others < v[i]).any(1)).any()
         flags[i] = not dominated
     return flags
-
-
-# ---- CLI -----------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    config_mod.add_arguments(parser)
-    io = parser.add_argument_group("inputs and outputs")
-    io.add_argument("--scores", help="scores.csv (layer, attention, ffn, kl, lm_loss, token_acc)")
-    io.add_argument("--costs", help="costs.csv (kind, variant, scenario, batch, ..., kv_bytes_per_token)")
-    io.add_argument("--nvlabs-library", help="NVlabs/puzzle block_library.json instead of --scores/--costs")
-    io.add_argument("--nvlabs-measurement", help="its measurement_info.json (default: beside the library)")
-    io.add_argument("--export-tables", metavar="DIR", help="also write the tables read from --nvlabs-library as DIR/scores.csv, DIR/costs.csv")
-    io.add_argument("--parent-config", help="parent HF config.json (or its folder): adds Nemotron-NAS block_configs")
-    io.add_argument("--multiple-of", type=int, help="FFN width multiple for block_configs (default: the config's search_space.ffn.multiple_of)")
-    io.add_argument("--out", default="solution.json", help="solution file; solution k > 0 of several goes to <stem>_<k>.json")
-    io.add_argument("--out-dir", help="sweep output folder (default: the folder of --out)")
-    s = parser.add_argument_group("search (override the config's search section)")
-    s.add_argument("--method", choices=METHODS)
-    s.add_argument("--metric", choices=["kl", "lm_loss", "token_acc"])
-    s.add_argument("--scenario")
-    s.add_argument("--batch-sizes", type=int, nargs="+", help="candidate batches (default: all in costs.csv)")
-    s.add_argument("--throughput", help="tok/s, or a factor of the parent's like 2x")
-    s.add_argument("--memory", help="bytes, 80GiB, 512MiB, or a factor of the parent's like 0.5x")
-    s.add_argument("--latency", help="ms, '250ms', '0.25s', or a factor of the parent's like 0.5x")
-    s.add_argument("--num-solutions", type=int)
-    s.add_argument("--diversity", type=float, help="fraction of layers each solution must change vs every earlier one")
-    s.add_argument("--budget", help="one budget as <resource>_<value>[@<method|metric>[-s<seed>]] (e.g. throughput_2x, throughput_2x@greedy): how the workflow names a solution")
-    s.add_argument("--sweep", nargs="+", help="budgets on --sweep-resource, one solution set per budget")
-    s.add_argument("--sweep-resource", choices=TARGET_KINDS)
-    s.add_argument("--time-limit-s", type=float)
-    s.add_argument("--mip-gap", type=float)
-    s.add_argument("--seed", type=int)
-    s.add_argument("--random-samples", type=int)
-
-
-def budget_variant(text: str) -> dict[str, Any]:
-    """The search settings a budget's `@` suffix names (the paper's ablations as solution folders,
-    parsed by config.budget_suffix): a method (`greedy`) or a metric (`lm_loss`), either with a seed
-    (`random-s1`); "" = none. `bld-<name>` (another block library, Tables 8-10) and a trailing
-    `scratch` (random weights, Table 15) change the workflow's inputs, not the search: they give {}."""
-    parts = config_mod.budget_suffix(f"@{text}")
-    if parts["name"] is None:
-        return {}
-    if parts["name"] not in (*METHODS, *METRICS):
-        raise ConfigError(f"--budget suffix @{text}: expected @<method or metric>[-s<seed>] with one of {[*METHODS, *METRICS]}, or @bld-<library>")
-    out: dict[str, Any] = {"method" if parts["name"] in METHODS else "metric": parts["name"]}
-    if parts["seed"] is not None:
-        out["seed"] = parts["seed"]
-    return out
-
-
-def _config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The whole validated config, and its search section with command-line overrides on top."""
-    whole = config_mod.from_args(args)
-    overrides = {k: getattr(args, k) for k in whole["search"] if getattr(args, k, None) is not None}
-    if getattr(args, "budget", None):
-        budget, _, variant = args.budget.partition("@")
-        kind, _, value = budget.partition("_")
-        if budget == "unconstrained":
-            targets = {k: None for k in TARGET_KINDS}
-        elif kind in TARGET_KINDS and value:
-            targets = {kind: value}
-        else:
-            raise ConfigError(f"--budget {args.budget!r}: expected <resource>_<value> with resource one of {list(TARGET_KINDS)}, or unconstrained")
-        overrides.update({**targets, "sweep": [], **budget_variant(variant)})
-    return whole, config_mod.validate(config_mod.deep_merge(whole, {"search": overrides}))["search"]
-
-
-def _parent(args: argparse.Namespace, whole: dict[str, Any]) -> ParentShape | None:
-    """--parent-config, else the experiment's parent when the config names one (--config, or
-    --cfg JSON with a parent section); else None (block_configs are then left out)."""
-    if args.parent_config:
-        p = Path(args.parent_config)
-        p = p / "config.json" if p.is_dir() else p
-        if not p.exists():
-            raise ConfigError(f"--parent-config {args.parent_config!r}: expected a config.json or a folder holding one")
-        return ParentShape.from_config(read_json(p))
-    named = bool(getattr(args, "config", None)) or "parent" in json.loads(getattr(args, "cfg", None) or "{}")
-    return ParentShape.from_config(config_mod.parent_config(whole)) if named else None
-
-
-def _tables(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
-    if args.nvlabs_library:
-        lib = Path(args.nvlabs_library)
-        meas = Path(args.nvlabs_measurement) if args.nvlabs_measurement else lib.with_name("measurement_info.json")
-        for p, flag in ((lib, "--nvlabs-library"), (meas, "--nvlabs-measurement")):
-            if not p.exists():
-                raise ConfigError(f"{flag} {str(p)!r}: file does not exist")
-        scores, costs = nvlabs_tables(read_json(lib), read_json(meas))
-        if args.export_tables:
-            write_csv(Path(args.export_tables) / "scores.csv", scores)
-            write_csv(Path(args.export_tables) / "costs.csv", costs)
-        return scores, costs, {"nvlabs_library": str(lib), "nvlabs_measurement": str(meas)}
-    if not (args.scores and args.costs):
-        raise ConfigError("expected --scores and --costs, or --nvlabs-library")
-    return load_scores(args.scores), load_costs(args.costs), {"scores": args.scores, "costs": args.costs}
-
-
-def _solution_path(out: Path, k: int) -> Path:
-    return out if k == 0 else out.with_name(f"{out.stem}_{k}{out.suffix}")
-
-
-def _label(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
-
-
-def _write_solutions(path: Path, records: list[dict[str, Any]], inputs: dict[str, str]) -> None:
-    for k, rec in enumerate(records):
-        rec["inputs"] = inputs
-        write_json(_solution_path(path, k), rec)
-
-
-def _write_sweep(out_dir: Path, kind: str, points: list[Target], results: list[Any], inputs: dict[str, str]) -> pd.DataFrame:
-    """One folder per budget (`<kind>_<budget>/solution.json`) and `sweep.csv` with a Pareto column."""
-    rows = []
-    for point, result in zip(points, results):
-        row = {"target": point.text, "kind": kind}
-        if isinstance(result, InfeasibleError):
-            rows.append({**row, "status": "infeasible", "message": str(result)})
-            continue
-        path = out_dir / f"{kind}_{_label(point.text)}" / "solution.json"
-        _write_solutions(path, result, inputs)
-        best = result[0]
-        rows.append({**row, "status": "ok", "value": best["constraints"][kind]["value"], "batch": best["scenario"]["batch"],
-                     "sense": best["sense"], "objective": best["objective"], "solutions": len(result),
-                     **{c: best["costs"][c] for c in ("throughput_tok_s", "memory_bytes", "latency_ms")},
-                     "path": str(path), "message": ""})
-    table = pd.DataFrame(rows)
-    if (table["status"] == "ok").any():
-        table["pareto"] = pareto_flags(table)
-    write_csv(out_dir / "sweep.csv", table)
-    return table
-
-
-def main(args: argparse.Namespace) -> None:
-    whole, cfg = _config(args)
-    scores, costs, inputs = _tables(args)
-    shape = _parent(args, whole)
-    if shape is not None and shape.num_hidden_layers != scores["layer"].nunique():
-        raise ConfigError(f"parent config: num_hidden_layers = {shape.num_hidden_layers} but the scores have {scores['layer'].nunique()} layers")
-    targets = {k: t for k in TARGET_KINDS if (t := parse_target(k, cfg[k])) is not None}
-    kind = cfg["sweep_resource"]
-    points = [parse_target(kind, v) for v in cfg["sweep"]]
-    search = Search(
-        scores, costs, metric=cfg["metric"], scenario=cfg["scenario"], batch_sizes=cfg["batch_sizes"] or None,
-        parent_shape=shape, multiple_of=args.multiple_of or whole["search_space"]["ffn"]["multiple_of"],
-        kinds=set(targets) | ({kind} if points else set()), time_limit_s=cfg["time_limit_s"], mip_gap=cfg["mip_gap"],
-    )
-    run_kwargs = dict(method=cfg["method"], num_solutions=cfg["num_solutions"], diversity=cfg["diversity"], seed=cfg["seed"],
-                      random_samples=cfg["random_samples"])
-    out = Path(args.out)
-    if points:
-        out_dir = Path(args.out_dir) if args.out_dir else out.parent
-        fixed = {k: t for k, t in targets.items() if k != kind}
-        table = _write_sweep(out_dir, kind, points, search.sweep(kind, points, fixed, **run_kwargs), inputs)
-        print(f"search: {(table['status'] == 'ok').sum()} of {len(table)} {kind} budgets feasible -> {out_dir / 'sweep.csv'}")
-        return
-    records = search.run(targets, **run_kwargs)
-    _write_solutions(out, records, inputs)
-    best = records[0]
-    print(f"search: {best['method']} {best['metric']} objective {best['objective']:.6g} at batch {best['scenario']['batch']}: "
-          f"{best['costs']['throughput_tok_s']:.1f} tok/s, {best['costs']['memory_bytes'] / 2**30:.2f} GiB, "
-          f"{best['costs']['latency_ms']:.1f} ms -> {out} ({len(records)} solution(s))")
