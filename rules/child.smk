@@ -2,7 +2,7 @@
 # and evaluated against it. {solution} is a solution's folder under search/: target/scenario/budget.
 CHILDREN = config["assemble"]["solutions"]
 if CHILDREN is None:
-    CHILDREN = globals().get("SOLUTIONS", [])  # every solution rules/search.smk plans (none without it)
+    CHILDREN = SOLUTIONS  # every solution rules/search.smk plans
 EVAL_MODELS = ["parent", "child", "gkd"]
 CHILD_EVALS = expand(f"{R}/eval/{{solution}}/{{model}}.json", solution=CHILDREN, model=EVAL_MODELS)
 EVAL_SUMMARY = [f"{R}/eval/summary.csv"] if CHILDREN else []
@@ -80,6 +80,7 @@ rule evaluate:
         solution=SOLUTION_ID,
     params:
         cfg=pzc.cli_arg(config, "evaluate", "threads", "device"),
+        models=lambda w, input: f"--model {Q(f'child={input.child}')} --model {Q(f'gkd={input.gkd}')}",
         out=lambda w, output: os.path.dirname(output[0]),
     log:
         f"{R}/logs/evaluate/{{solution}}.log",
@@ -91,8 +92,8 @@ rule evaluate:
     conda:
         "../envs/puzzle.yaml"
     shell:
-        "python -m puzzle evaluate --cfg {params.cfg} --parent {input.parent:q} --model child={input.child:q}"
-        " --model gkd={input.gkd:q} --test {input.test:q} --solution {input.solution:q} --out {params.out:q} > {log:q} 2>&1"
+        "python -m puzzle evaluate --cfg {params.cfg} --parent {input.parent:q} {params.models}"
+        " --test {input.test:q} --solution {input.solution:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule eval_summary:

@@ -3,25 +3,19 @@
 # (LIBRARY, SCORES, LAYERS, PAPER, PAPER_FILES) are looked up when a rule calls them, after every
 # rules file is read.
 
+# The parent's shape, its layers and the library entries of one layer (rules/library.smk plans
+# them, rules/scoring.smk reads them).
+PARENT_SHAPE = pzl.parent_shape(pzc.parent_config(config))
+LAYERS = list(range(PARENT_SHAPE.num_hidden_layers))
+LIBRARY_ENTRIES = pzl.entries(config, PARENT_SHAPE)
+
 # Tables 8-10 (rules/paper.smk): other block libraries, each with its own scores. A solution whose
 # budget ends in @bld-<name> is searched on that library's scores and assembled from its blocks.
-BLD_VARIANTS = pzc.bld_variants(config)
-BLD_VARIANT_DIR = f"{R}/paper/bld"
-
-
-def library_variant(solution):
-    """(name, whole config) of the block library a solution or budget names; (None, config) for the experiment's."""
-    name = SolutionId.parse(solution).library
-    if name is None:
-        return None, config
-    if name not in BLD_VARIANTS:
-        raise WorkflowError(f"{solution}: no block library {name!r}; the config's paper section makes {sorted(BLD_VARIANTS)}")
-    return name, BLD_VARIANTS[name]
-
-
-def library_dir(solution):
-    name, _ = library_variant(solution)
-    return f"{R}/library" if name is None else f"{BLD_VARIANT_DIR}/{name}/library"
+PAPER_PLAN = paper_plan.Plan(config, R, lambda solution: library_files(solution))
+BLD_VARIANTS = PAPER_PLAN.bld_variants
+BLD_VARIANT_DIR = PAPER_PLAN.bld_variant_dir
+library_variant = PAPER_PLAN.library_variant
+library_dir = PAPER_PLAN.library_dir
 
 
 def library_files(solution):
@@ -38,13 +32,12 @@ def random_weights(solution):
 
 
 def scores_of(solution):
-    name, _ = library_variant(solution)
-    return SCORES if name is None else f"{BLD_VARIANT_DIR}/{name}/scores/scores.csv"
+    return PAPER_PLAN.scores_of(solution, SCORES)
 
 
 def paper_files(wildcards):
     """Every artifact's files; a Table 9 this config cannot build stops the paper target (only it)."""
-    problem = pzc.narrow_corpus_error(config) if "table9" in PAPER["artifacts"] else None
+    problem = paper_plan.narrow_corpus_error(config) if "table9" in PAPER["artifacts"] else None
     if problem:
         raise WorkflowError(problem)
     return PAPER_FILES

@@ -42,23 +42,11 @@ rule costs:
         " --out {output.csv:q} > {log:q} 2>&1"
 
 
-rule costs_analytic:
-    input:
-        parent=PARENT,
-    output:
-        csv=f"{R}/costs/{{target}}/costs.csv",
-        meta=f"{R}/costs/{{target}}/costs.json",
+# the same call where no timing runs: one core, a small job, no GPU
+use rule costs as costs_analytic with:
     wildcard_constraints:
         target=_ANALYTIC_RE,
-    params:
-        cfg=lambda w: pzc.cli_arg(config, f"costs.targets.{w.target}", *_COSTS_KEYS),
-    log:
-        f"{R}/logs/costs/{{target}}.log",
+    threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../envs/puzzle.yaml"
-    shell:
-        "python -m puzzle costs --cfg {params.cfg} --parent {input.parent:q} --target {wildcards.target:q}"
-        " --out {output.csv:q} > {log:q} 2>&1"

@@ -6,6 +6,7 @@ rule data:
     params:
         cfg=pzc.cli_arg(config, "data", "seed", "parent.path"),
         out=lambda w, output: os.path.dirname(output.tokenizer),
+        corpus="",
     log:
         f"{R}/logs/data.log",
     resources:
@@ -14,12 +15,12 @@ rule data:
     conda:
         "../envs/puzzle.yaml"
     shell:
-        "python -m puzzle data --cfg {params.cfg} --out {params.out:q} > {log:q} 2>&1"
+        "python -m puzzle data --cfg {params.cfg}{params.corpus} --out {params.out:q} > {log:q} 2>&1"
 
 
 # An embedded corpus beyond data.corpus + data.extra_corpora (the paper's narrow BLD data, Table 9),
 # tokenized with the experiment's tokenizer; a separate job, so asking for it reruns nothing else.
-rule data_corpus:
+use rule data as data_corpus with:
     input:
         tokenizer=f"{R}/data/tokenizer",
     output:
@@ -30,12 +31,6 @@ rule data_corpus:
     params:
         cfg=pzc.cli_arg(config, "data", "seed", "parent.path"),
         out=lambda w, input: os.path.dirname(input.tokenizer),
+        corpus=lambda w: f" --corpus {Q(w.corpus)}",
     log:
         f"{R}/logs/data_{{corpus}}.log",
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        "../envs/puzzle.yaml"
-    shell:
-        "python -m puzzle data --cfg {params.cfg} --corpus {wildcards.corpus:q} --out {params.out:q} > {log:q} 2>&1"

@@ -1,10 +1,5 @@
 # The block library: the parent's activations once per corpus and split, then BLD one job per
 # layer (every variant of that layer), so a cluster trains layers in parallel.
-from puzzle import library as pzl
-
-PARENT_SHAPE = pzl.parent_shape(pzc.parent_config(config))
-LAYERS = list(range(PARENT_SHAPE.num_hidden_layers))
-LIBRARY_ENTRIES = pzl.entries(config, PARENT_SHAPE)
 BLD_CORPUS = config["bld"]["corpus"] or CORPUS
 if BLD_CORPUS not in CORPORA:
     sys.exit(

@@ -3,101 +3,22 @@
 # `throughput_2.17x@greedy`), so rules/child.smk assembles, distills and evaluates them unchanged.
 # Each artifact is one rule whose inputs and arguments hold exactly what it reads, so changing one
 # ablation's setting (config `paper`) reruns that ablation's jobs and its table only.
-import shlex
-
-Q = shlex.quote  # every path placed into a shell argument string below
-
+# The plan (children, inputs, arguments and outputs of every artifact) is puzzle.paper.plan's.
 PAPER = config["paper"]
-PAPER_OUT = f"{R}/paper"
-MAIN = SOLUTIONS[0]  # the experiment's own child: the paper's Puzzle child in every table
-MAIN_TARGET, MAIN_SCENARIO, _ = MAIN.split("/")
-MAIN_SOLUTION = f"{R}/search/{MAIN}/solution.json"
-MAIN_COSTS = f"{R}/costs/{MAIN_TARGET}/costs.csv"
-# Fig. 5 / 7: the children evaluated along the throughput sweep (named as search.sweep names its points)
-SWEEP_CHILDREN = list(
-    dict.fromkeys([MAIN, *map(str, solution_ids(pzc.deep_merge(config, {"search": {"sweep": PAPER["evaluate"], "sweep_resource": "throughput"}})))])
-)
-SWEEP_DIR = f"{PAPER_OUT}/sweep"
-
-# Table 17: GKD loss variants of the main child; the one equal to gkd.loss is the experiment's own GKD.
-LOSS_TERMS = list(config["gkd"]["loss"])
-GKD_LOSSES = list(dict.fromkeys(PAPER["gkd_losses"]))
-
-LOSS_DIR = {
-    loss: f"{R}/gkd/{MAIN}"
-    if {t: t in loss.split("+") for t in LOSS_TERMS} == config["gkd"]["loss"]
-    else f"{PAPER_OUT}/gkd_loss/{loss}/{MAIN}"
-    for loss in GKD_LOSSES
-}
-
-LOSS_EVAL = f"{PAPER_OUT}/gkd_loss/eval/{MAIN}"
-
-# Table 18: the parent compressed without the search (no training), evaluated beside it in one job
-COMPRESS_METHODS = ["wanda", "low_rank"]
-COMPRESS_DIR = f"{PAPER_OUT}/compress"
-COMPRESS_EVAL = f"{COMPRESS_DIR}/eval/{MAIN}"
-
-# Tables 8-10: the main child from each other block library (rules/search.smk: @bld-<name>)
-LIBRARY_CHILDREN = {
-    table: [f"{MAIN}@bld-{name}" for name, c in BLD_VARIANTS.items() if c["bld"][key] != config["bld"][key]]
-    for table, key in (("table8", "mode"), ("table9", "corpus"), ("table10", "tokens"))
-}
-
-# artifact -> the children (solution ids) it compares
-CHILDREN_OF = {
-    "table1": [MAIN],
-    "table2": [MAIN],
-    **{table: [MAIN, *children] for table, children in LIBRARY_CHILDREN.items()},
-    "table11": [MAIN, f"{MAIN}@lm_loss"],
-    "table12": [MAIN, f"{MAIN}@noop_only"],
-    "table13": [MAIN, f"{MAIN}@greedy"],
-    "table14": [MAIN, f"{MAIN}@max_params"],
-    # random from the library; its architecture and the parent's with random weights (all after GKD)
-    "table15": [
-        MAIN,
-        *(f"{MAIN}@random-s{s}" for s in PAPER["random_seeds"]),
-        f"{MAIN}@random-s{PAPER['random_seeds'][0]}-scratch",
-        f"{MAIN_TARGET}/{MAIN_SCENARIO}/unconstrained@scratch",
-    ],
-    "table16": [MAIN],
-    "table17": [MAIN],
-    "table18": [MAIN],
-    "fig5": SWEEP_CHILDREN,
-    "fig6": [],
-    "fig7": [*SWEEP_CHILDREN, *(f"{s}@lm_loss" for s in SWEEP_CHILDREN)],
-    "fig8": [],
-}
-# artifact -> (further inputs, further arguments of `puzzle report`)
-EXTRA_OF = {
-    **{
-        table: (
-            [library_files(s) for s in [MAIN, *children]],
-            " ".join(f"--library {Q(library_dir(s))}" for s in [MAIN, *children]),
-        )
-        for table, children in LIBRARY_CHILDREN.items()
-    },
-    "table2": ([], " ".join(f"--paper-scenario {shlex.quote(f'{k}={v}')}" for k, v in PAPER["scenarios"].items())),
-    "table17": (
-        [*expand(f"{LOSS_EVAL}/{{loss}}.json", loss=GKD_LOSSES), *LOSS_DIR.values()],
-        " ".join([f"--loss-eval {Q(LOSS_EVAL)}", *(f"--variant {Q(f'{loss}={LOSS_DIR[loss]}')}" for loss in GKD_LOSSES)]),
-    ),
-    "table18": (
-        [*expand(f"{COMPRESS_EVAL}/{{method}}.json", method=COMPRESS_METHODS), *expand(f"{COMPRESS_DIR}/{{method}}", method=COMPRESS_METHODS)],
-        " ".join(f"--compressed {Q(f'{m}={COMPRESS_DIR}/{m}')} {Q(f'{COMPRESS_EVAL}/{m}.json')}" for m in COMPRESS_METHODS),
-    ),
-    "fig5": ([SWEEP_DIR], f"--sweep {Q(SWEEP_DIR)}"),
-    "fig6": ([MAIN_COSTS, MAIN_SOLUTION], f"--costs {Q(MAIN_COSTS)} --solution {Q(MAIN_SOLUTION)}"),
-    "fig8": ([SWEEP_DIR, MAIN_COSTS, MAIN_SOLUTION], f"--sweep {Q(SWEEP_DIR)} --costs {Q(MAIN_COSTS)} --solution {Q(MAIN_SOLUTION)}"),
-}
-
-# artifact -> (path, shown in the report) of its outputs: a figure's PNG, a table's CSV (+ Markdown)
-FILES_OF = {
-    a: [(f"{PAPER_OUT}/{a}.png", True)]
-    if a.startswith("fig")
-    else [(f"{PAPER_OUT}/{a}.csv", True), (f"{PAPER_OUT}/{a}.md", False)]
-    for a in PAPER["artifacts"]
-}
-PAPER_FILES = [path for files in FILES_OF.values() for path, _ in files]
+PAPER_OUT = PAPER_PLAN.out
+MAIN = PAPER_PLAN.main  # the experiment's own child: the paper's Puzzle child in every table
+MAIN_SCENARIO = PAPER_PLAN.main_id.scenario
+MAIN_SOLUTION = PAPER_PLAN.main_solution
+MAIN_COSTS = PAPER_PLAN.main_costs
+SWEEP_DIR = PAPER_PLAN.sweep_dir
+LOSS_DIR = PAPER_PLAN.loss_dir  # Table 17: GKD loss variant -> its GKD folder
+GKD_LOSSES = PAPER_PLAN.gkd_losses
+LOSS_EVAL = PAPER_PLAN.loss_eval
+COMPRESS_METHODS = list(paper_plan.COMPRESS_METHODS)  # Table 18
+COMPRESS_DIR = PAPER_PLAN.compress_dir
+COMPRESS_EVAL = PAPER_PLAN.compress_eval
+ARTIFACTS = PAPER_PLAN.artifacts()
+PAPER_FILES = PAPER_PLAN.files()
 
 
 report: "../workflow/report/workflow.rst"
@@ -108,27 +29,25 @@ rule paper:
         paper_files,
 
 
-for _artifact in PAPER["artifacts"]:
-    _children = CHILDREN_OF[_artifact]
-    _inputs, _args = EXTRA_OF.get(_artifact, ([], ""))
+for _artifact, _plan in ARTIFACTS.items():
 
     rule:
         name:
             f"paper_{_artifact}"
         input:
-            [f"{R}/search/{s}/solution.json" for s in _children],
-            expand(f"{R}/eval/{{solution}}/{{model}}.json", solution=_children, model=EVAL_MODELS),
-            _inputs,
+            [f"{R}/search/{s}/solution.json" for s in _plan.children],
+            expand(f"{R}/eval/{{solution}}/{{model}}.json", solution=_plan.children, model=EVAL_MODELS),
+            _plan.inputs,
         output:
             [
                 report(path, caption=f"../workflow/report/{_artifact}.rst", category="Figures" if _artifact.startswith("fig") else "Tables")
                 if shown
                 else path
-                for path, shown in FILES_OF[_artifact]
+                for path, shown in _plan.files
             ],
         params:
             artifact=_artifact,
-            args=" ".join([*(f"--child {Q(f'{R}/search/{s}/solution.json')} {Q(f'{R}/eval/{s}')}" for s in _children), *([_args] if _args else [])]),
+            args=_plan.args,
             out=lambda w, output: os.path.splitext(output[0])[0],
         log:
             f"{R}/logs/paper/{_artifact}.log",
@@ -151,7 +70,7 @@ rule paper_sweep:
         directory(SWEEP_DIR),
     params:
         cfg=pzc.cli_arg(config, "search", "search_space.ffn.multiple_of"),
-        sweep=" ".join(shlex.quote(str(v)) for v in PAPER["sweep"]),
+        sweep=" ".join(Q(str(v)) for v in PAPER["sweep"]),
         scenario=MAIN_SCENARIO,
     log:
         f"{R}/logs/paper/sweep.log",
@@ -175,7 +94,7 @@ use rule gkd as paper_gkd_loss with:
         solution=SOLUTION_ID,
     params:
         cfg=lambda w: pzc.cli_arg(
-            pzc.deep_merge(config, {"gkd": {"loss": {t: t in w.loss.split("+") for t in LOSS_TERMS}}}), "gkd", "seed", "threads", "device"
+            pzc.deep_merge(config, {"gkd": {"loss": PAPER_PLAN.loss_config(w.loss)}}), "gkd", "seed", "threads", "device"
         ),
         launch=GKD_LAUNCH,
     log:
@@ -183,7 +102,7 @@ use rule gkd as paper_gkd_loss with:
 
 
 # Table 17: every loss variant in one evaluate job (same test windows, one shared timing).
-rule paper_gkd_loss_eval:
+use rule evaluate as paper_gkd_loss_eval with:
     input:
         parent=PARENT,
         variants=list(LOSS_DIR.values()),
@@ -197,16 +116,6 @@ rule paper_gkd_loss_eval:
         out=lambda w, output: os.path.dirname(output[0]),
     log:
         f"{R}/logs/paper/gkd_loss_eval.log",
-    threads: config["threads"]
-    resources:
-        mem_mb=16000,
-        runtime=120,
-        **GPU,
-    conda:
-        "../envs/puzzle.yaml"
-    shell:
-        "python -m puzzle evaluate --cfg {params.cfg} --parent {input.parent:q} {params.models} --test {input.test:q}"
-        " --solution {input.solution:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 # Tables 8-10: another block library (rules/search.smk BLD_VARIANTS): BLD and scoring as rules bld
@@ -251,7 +160,7 @@ use rule score as paper_score with:
 
 use rule scores as paper_scores with:
     input:
-        lambda w: expand(f"{BLD_VARIANT_DIR}/{w.variant}/scores/layer_{{layer}}.csv", layer=SCORE_LAYERS),
+        lambda w: expand(f"{BLD_VARIANT_DIR}/{w.variant}/scores/layer_{{layer}}.csv", layer=LAYERS),
     output:
         f"{BLD_VARIANT_DIR}/{{variant}}/scores/scores.csv",
     wildcard_constraints:
@@ -290,7 +199,7 @@ rule paper_compress:
         " {params.method_args} --out {output:q} > {log:q} 2>&1"
 
 
-use rule paper_gkd_loss_eval as paper_compress_eval with:
+use rule evaluate as paper_compress_eval with:
     input:
         parent=PARENT,
         variants=expand(f"{COMPRESS_DIR}/{{method}}", method=COMPRESS_METHODS),

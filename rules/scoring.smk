@@ -1,10 +1,5 @@
 # Replace-1-block scoring: one job per layer (the parent runs once, then every block of that layer
 # from the cached layer input), concatenated into scores/scores.csv for the search.
-from puzzle import library as pzl
-
-SCORE_SHAPE = pzl.parent_shape(pzc.parent_config(config))
-SCORE_LAYERS = list(range(SCORE_SHAPE.num_hidden_layers))
-SCORE_ENTRIES = pzl.entries(config, SCORE_SHAPE)  # the library files of one layer
 SCORE_CORPUS = config["scoring"]["corpus"] or CORPUS
 if SCORE_CORPUS not in CORPORA:
     sys.exit(
@@ -17,7 +12,7 @@ rule score:
     input:
         parent=PARENT,
         shard=f"{R}/data/{SCORE_CORPUS}/valid.bin",
-        library=lambda w: [str(pzl.entry_path(f"{R}/library", int(w.layer), e)) for e in SCORE_ENTRIES],
+        library=lambda w: [str(pzl.entry_path(f"{R}/library", int(w.layer), e)) for e in LIBRARY_ENTRIES],
     output:
         f"{R}/scores/layer_{{layer}}.csv",
     wildcard_constraints:
@@ -44,7 +39,7 @@ rule score:
 
 rule scores:
     input:
-        expand(f"{R}/scores/layer_{{layer}}.csv", layer=SCORE_LAYERS),
+        expand(f"{R}/scores/layer_{{layer}}.csv", layer=LAYERS),
     output:
         SCORES,
     log:

@@ -59,27 +59,3 @@ def test_cli_validate_reports_bad_config(tmp_path, venv_env):
                        capture_output=True, text=True, env=venv_env)
     assert r.returncode == 2
     assert r.stderr.strip() == "puzzle validate: config error: parent.train.batch_size = 0: expected a number >= 1"
-
-
-def test_bld_variants_are_the_paper_tables_8_to_10_libraries():
-    cfg = pzc.validate({})
-    variants = pzc.bld_variants(cfg)
-    assert sorted(variants) == ["coupled", "narrow", "tokens131072", "tokens65536"]
-    assert variants["coupled"]["bld"]["mode"] == "coupled" and variants["coupled"]["scoring"] == cfg["scoring"]
-    assert variants["narrow"]["bld"]["corpus"] == variants["narrow"]["scoring"]["corpus"] == "bible"
-    assert variants["tokens65536"]["bld"] == {**cfg["bld"], "tokens": 65536}
-    # a coupled experiment's Table 8 library is the decoupled one; a budget equal to bld.tokens is the experiment's
-    other = pzc.validate({"bld": {"mode": "coupled", "tokens": 65536}, "paper": {"artifacts": ["table8", "table10"]}})
-    assert sorted(pzc.bld_variants(other)) == ["decoupled", "tokens131072"]
-    assert pzc.bld_variants(pzc.validate({"paper": {"artifacts": ["table1"]}})) == {}
-
-
-@pytest.mark.parametrize("cfg, message", [
-    ({"data": {"corpus": "bible"}}, "paper.narrow_corpus = 'bible': expected a corpus other than data.corpus"),
-    ({"data": {"source": "files", "files": ["pyproject.toml"]}}, "expected data.source = embedded"),
-])
-def test_a_narrow_corpus_that_cannot_be_built_is_named_and_left_out(cfg, message, repo, monkeypatch):
-    monkeypatch.chdir(repo)
-    cfg = pzc.validate(cfg)
-    assert message in pzc.narrow_corpus_error(cfg) and "narrow" not in pzc.bld_variants(cfg)
-    assert pzc.narrow_corpus_error(pzc.validate({})) is None

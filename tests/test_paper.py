@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from puzzle import paper
+from puzzle.paper import report as paper
 from puzzle.search import cli as search
 from puzzle.evaluate import relative
 from puzzle.search.tables import check_costs

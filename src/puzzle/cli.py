@@ -26,7 +26,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "gkd": ("puzzle.gkd", "global knowledge distillation of a child from the parent"),
     "evaluate": ("puzzle.evaluate", "quality and throughput of parent and children"),
     "compress": ("puzzle.compress", "Table 18 baselines: Wanda 2:4 pruning or low-rank SVD of the parent"),
-    "report": ("puzzle.paper", "paper tables and figures (CSV + Markdown, PNG)"),
+    "report": ("puzzle.paper.report", "paper tables and figures (CSV + Markdown, PNG)"),
 }
 
 

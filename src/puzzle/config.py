@@ -154,36 +154,6 @@ def embedded_corpora() -> list[str]:
     return schema()["properties"]["data"]["properties"]["corpus"]["enum"]
 
 
-def narrow_corpus_error(cfg: dict[str, Any]) -> str | None:
-    """Why Table 9's narrow library cannot be built from this config (None: it can). The workflow
-    reports it only when the paper target asks for Table 9, so other targets run regardless."""
-    corpus, data = cfg["paper"]["narrow_corpus"], cfg["data"]
-    if data["source"] != "embedded":
-        return f"config error: paper.artifacts has table9: expected data.source = embedded, not {data['source']!r} (or drop table9)"
-    if corpus == data["corpus"]:
-        return f"config error: paper.narrow_corpus = {corpus!r}: expected a corpus other than data.corpus"
-    return None
-
-
-def bld_variants(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The paper's BLD ablations (Tables 8-10) that `cfg["paper"]["artifacts"]` asks for: variant name
-    -> the whole config with that variant's `bld` / `scoring` settings. Each variant is its own block
-    library, scores and child; the workflow names that child's solution `<budget>@bld-<name>`."""
-    paper, bld = cfg["paper"], cfg["bld"]
-    overrides: dict[str, dict[str, Any]] = {}
-    if "table8" in paper["artifacts"]:  # the other BLD mode: coupled when the experiment is decoupled
-        other = "coupled" if bld["mode"] == "decoupled" else "decoupled"
-        overrides[other] = {"bld": {"mode": other}}
-    if "table9" in paper["artifacts"] and narrow_corpus_error(cfg) is None:  # the paper's Gutenberg run
-        corpus = paper["narrow_corpus"]
-        overrides["narrow"] = {"bld": {"corpus": corpus}, "scoring": {"corpus": corpus}}
-    if "table10" in paper["artifacts"]:
-        for tokens in dict.fromkeys(paper["bld_tokens"]):
-            if tokens != bld["tokens"]:
-                overrides[f"tokens{tokens}"] = {"bld": {"tokens": tokens}}
-    return {name: deep_merge(cfg, o) for name, o in overrides.items()}
-
-
 # ---- CLI glue: how a stage gets its config ------------------------------------------------------
 
 
