@@ -29,8 +29,13 @@ def test_each_ablation_child_is_the_main_child_with_its_suffix():
     a = p.artifacts()
     assert p.main == main and a["table1"].children == [main]
     assert a["table13"].children == [main, f"{main}@greedy"]
-    assert a["table15"].children == [main, f"{main}@random-s1", f"{main}@random-s2", f"{main}@random-s1-scratch",
-                                     "local/gen_32_128/unconstrained@scratch"]
+    assert a["table15"].children == [
+        main,
+        f"{main}@random-s1",
+        f"{main}@random-s2",
+        f"{main}@random-s1-scratch",
+        "local/gen_32_128/unconstrained@scratch",
+    ]
     assert a["table8"].children == [main, f"{main}@bld-coupled"]
     assert a["table8"].inputs == [[f"lib-of:{main}"], [f"lib-of:{main}@bld-coupled"]]
     assert a["table8"].args.endswith("--library res/x/library --library res/x/paper/bld/coupled/library")
@@ -41,17 +46,28 @@ def test_each_ablation_child_is_the_main_child_with_its_suffix():
 def test_argument_strings_quote_every_path():
     p = Plan(default({"results_dir": "my results"}), "my results/x", lambda s: [])
     words = shlex.split(p.artifacts()["fig8"].args)
-    assert words == ["--sweep", "my results/x/paper/sweep", "--costs", "my results/x/costs/local/costs.csv",
-                     "--solution", "my results/x/search/local/gen_32_128/throughput_2.17x/solution.json"]
+    assert words == [
+        "--sweep",
+        "my results/x/paper/sweep",
+        "--costs",
+        "my results/x/costs/local/costs.csv",
+        "--solution",
+        "my results/x/search/local/gen_32_128/throughput_2.17x/solution.json",
+    ]
     child = shlex.split(p.artifacts()["table1"].args)
-    assert child == ["--child", "my results/x/search/local/gen_32_128/throughput_2.17x/solution.json",
-                     "my results/x/eval/local/gen_32_128/throughput_2.17x"]
+    assert child == [
+        "--child",
+        "my results/x/search/local/gen_32_128/throughput_2.17x/solution.json",
+        "my results/x/eval/local/gen_32_128/throughput_2.17x",
+    ]
 
 
 def test_the_loss_variant_equal_to_gkd_loss_is_the_experiments_own_gkd():
     p = plan(default({"paper": {"gkd_losses": ["cosine+kl", "kl"]}}))
-    assert p.loss_dir == {"cosine+kl": "res/x/gkd/local/gen_32_128/throughput_2.17x",
-                          "kl": "res/x/paper/gkd_loss/kl/local/gen_32_128/throughput_2.17x"}
+    assert p.loss_dir == {
+        "cosine+kl": "res/x/gkd/local/gen_32_128/throughput_2.17x",
+        "kl": "res/x/paper/gkd_loss/kl/local/gen_32_128/throughput_2.17x",
+    }
     assert p.loss_config("kl") == {"cosine": False, "kl": True, "lm": False}
 
 
@@ -86,10 +102,13 @@ def test_bld_variants_are_the_paper_tables_8_to_10_libraries():
     assert bld_variants(pzc.validate({"paper": {"artifacts": ["table1"]}})) == {}
 
 
-@pytest.mark.parametrize("cfg, message", [
-    ({"data": {"corpus": "bible"}}, "paper.narrow_corpus = 'bible': expected a corpus other than data.corpus"),
-    ({"data": {"source": "files", "files": ["pyproject.toml"]}}, "expected data.source = embedded"),
-])
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        ({"data": {"corpus": "bible"}}, "paper.narrow_corpus = 'bible': expected a corpus other than data.corpus"),
+        ({"data": {"source": "files", "files": ["pyproject.toml"]}}, "expected data.source = embedded"),
+    ],
+)
 def test_a_narrow_corpus_that_cannot_be_built_is_named_and_left_out(cfg, message, repo, monkeypatch):
     monkeypatch.chdir(repo)
     cfg = pzc.validate(cfg)

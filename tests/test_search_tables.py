@@ -20,8 +20,20 @@ def tables(tmp_path):
 
 
 def search(d, *extra):
-    return cli(["search", "--scores", str(d / "scores.csv"), "--costs", str(d / "costs.csv"), "--throughput", "1.5x",
-                "--out", str(d / "solution.json"), *extra])
+    return cli(
+        [
+            "search",
+            "--scores",
+            str(d / "scores.csv"),
+            "--costs",
+            str(d / "costs.csv"),
+            "--throughput",
+            "1.5x",
+            "--out",
+            str(d / "solution.json"),
+            *extra,
+        ]
+    )
 
 
 def rewrite(path, edit):
@@ -57,8 +69,13 @@ def test_a_file_cut_at_a_layer_boundary_is_short_of_the_parents_layers(tables):
 
 
 def test_a_negative_kl_stops_the_search(tables):
-    rewrite(tables / "scores.csv", lambda lines: lines[:5] + [lines[5].replace(lines[5].split(",")[3], "-100", 1)] + lines[6:])
-    with pytest.raises(ConfigError, match=r"scores: kl < 0 in row 4 \(layer=0, .*kl=-100.0.*expected KL\(parent \|\| model\) >= 0"):
+    rewrite(
+        tables / "scores.csv",
+        lambda lines: lines[:5] + [lines[5].replace(lines[5].split(",")[3], "-100", 1)] + lines[6:],
+    )
+    with pytest.raises(
+        ConfigError, match=r"scores: kl < 0 in row 4 \(layer=0, .*kl=-100.0.*expected KL\(parent \|\| model\) >= 0"
+    ):
         load_scores(tables / "scores.csv")
 
 

@@ -37,7 +37,9 @@ def budget_value(value: Any) -> str:
     unit with a slash ("1500 tok/s" -> "1500", "2.17x" -> "2.17x", "80 GiB" -> "80GiB")."""
     text = re.sub(r"(tok|tokens)/s$", "", str(value).replace(" ", ""), flags=re.I)
     if not _VALUE.fullmatch(text):
-        raise ConfigError(f"config error: budget {value!r}: expected a number with an optional unit or x (e.g. 2x, 1500, 80GiB)")
+        raise ConfigError(
+            f"config error: budget {value!r}: expected a number with an optional unit or x (e.g. 2x, 1500, 80GiB)"
+        )
     return text
 
 
@@ -77,7 +79,7 @@ class SolutionId:
             raise ConfigError(f"config error: solution id: expected {'; '.join(problems)}")
 
     @classmethod
-    def parse(cls, text: str) -> "SolutionId":
+    def parse(cls, text: str) -> SolutionId:
         """`target/scenario/budget`, or a bare budget."""
         parts = text.split("/")
         if len(parts) not in (1, 3):
@@ -90,7 +92,8 @@ class SolutionId:
             kind, _, value = budget.partition("_")
             if kind not in KINDS or not _VALUE.fullmatch(value):
                 raise ConfigError(
-                    f"config error: budget {budget!r}: expected <kind>_<value> with kind one of {list(KINDS)}, or {UNCONSTRAINED}"
+                    f"config error: budget {budget!r}: expected <kind>_<value> with kind one of {list(KINDS)}, "
+                    f"or {UNCONSTRAINED}"
                 )
         fields: dict[str, Any] = {}
         if at:
@@ -100,7 +103,11 @@ class SolutionId:
                 raise ConfigError(f"config error: budget suffix @{suffix}: expected {_SUFFIX_FORM}")
             if m is not None:
                 seed = m.group("seed")
-                fields = {"library": m.group("library"), "search": m.group("search"), "seed": None if seed is None else int(seed)}
+                fields = {
+                    "library": m.group("library"),
+                    "search": m.group("search"),
+                    "seed": None if seed is None else int(seed),
+                }
             fields["scratch"] = bool(scratch)
         out = cls(target, scenario, kind, value, **fields)
         if str(out) != text:  # e.g. a seed written -s03: accepted names are the ones we write
@@ -121,7 +128,7 @@ class SolutionId:
     def __str__(self) -> str:
         return self.budget if self.target is None else f"{self.target}/{self.scenario}/{self.budget}"
 
-    def but(self, **changes: Any) -> "SolutionId":
+    def but(self, **changes: Any) -> SolutionId:
         """A copy with some fields changed (an ablation of this child: `.but(search="greedy")`)."""
         return dataclasses.replace(self, **changes)
 
@@ -133,7 +140,8 @@ def solution_ids(cfg: dict[str, Any]) -> list[SolutionId]:
     # checked here, not in validate(): stages get partial configs in which costs.targets is incomplete
     if s["target"] not in cfg["costs"]["targets"]:
         raise ConfigError(
-            f"config error: search.target = {s['target']!r}: expected one of costs.targets {sorted(cfg['costs']['targets'])}"
+            f"config error: search.target = {s['target']!r}: "
+            f"expected one of costs.targets {sorted(cfg['costs']['targets'])}"
         )
     scenario = s["scenario"] or cfg["costs"]["scenarios"][0]["name"]
     if s["sweep"]:

@@ -28,7 +28,10 @@ def narrow_corpus_error(cfg: dict[str, Any]) -> str | None:
     reports it only when the paper target asks for Table 9, so other targets run regardless."""
     corpus, data = cfg["paper"]["narrow_corpus"], cfg["data"]
     if data["source"] != "embedded":
-        return f"config error: paper.artifacts has table9: expected data.source = embedded, not {data['source']!r} (or drop table9)"
+        return (
+            f"config error: paper.artifacts has table9: expected data.source = embedded, not {data['source']!r} "
+            "(or drop table9)"
+        )
     if corpus == data["corpus"]:
         return f"config error: paper.narrow_corpus = {corpus!r}: expected a corpus other than data.corpus"
     return None
@@ -83,7 +86,9 @@ class Plan:
         self.main_costs = f"{results}/costs/{main.target}/costs.csv"
         self.sweep_dir = f"{self.out}/sweep"
         # Fig. 5 / 7: the children evaluated along the throughput sweep (named as the sweep names its points)
-        along = solution_ids(deep_merge(cfg, {"search": {"sweep": self.paper["evaluate"], "sweep_resource": "throughput"}}))
+        along = solution_ids(
+            deep_merge(cfg, {"search": {"sweep": self.paper["evaluate"], "sweep_resource": "throughput"}})
+        )
         self.sweep_children = list(dict.fromkeys([self.main, *map(str, along)]))
         # Table 17: GKD loss variants of the main child; the one equal to gkd.loss is the experiment's own GKD
         self.loss_terms = list(cfg["gkd"]["loss"])
@@ -108,12 +113,16 @@ class Plan:
     # ---- block libraries -------------------------------------------------------------------------
 
     def library_variant(self, solution: str) -> tuple[str | None, dict[str, Any]]:
-        """(name, whole config) of the block library a solution or budget names; (None, config) for the experiment's."""
+        """(name, whole config) of the block library a solution or budget names; (None, config) for the
+        experiment's."""
         name = SolutionId.parse(solution).library
         if name is None:
             return None, self.cfg
         if name not in self.bld_variants:
-            raise ConfigError(f"config error: {solution}: no block library {name!r}; the config's paper section makes {sorted(self.bld_variants)}")
+            raise ConfigError(
+                f"config error: {solution}: no block library {name!r}; "
+                f"the config's paper section makes {sorted(self.bld_variants)}"
+            )
         return name, self.bld_variants[name]
 
     def library_dir(self, solution: str) -> str:
@@ -131,18 +140,32 @@ class Plan:
         main, m = self.main, self.main_id
         if artifact in LIBRARY_TABLES:
             key = LIBRARY_TABLES[artifact]
-            return [main, *(str(m.but(library=name)) for name, c in self.bld_variants.items() if c["bld"][key] != self.cfg["bld"][key])]
+            return [
+                main,
+                *(
+                    str(m.but(library=name))
+                    for name, c in self.bld_variants.items()
+                    if c["bld"][key] != self.cfg["bld"][key]
+                ),
+            ]
         seeds = self.paper["random_seeds"]
         search = {"table11": "lm_loss", "table12": "noop_only", "table13": "greedy", "table14": "max_params"}
         if artifact in search:
             return [main, str(m.but(search=search[artifact]))]
         if artifact == "table15":  # random from the library; its architecture and the parent's with random weights
-            return [main, *(str(m.but(search="random", seed=s)) for s in seeds),
-                    str(m.but(search="random", seed=seeds[0], scratch=True)), str(m.but(kind=None, value=None, scratch=True))]
+            return [
+                main,
+                *(str(m.but(search="random", seed=s)) for s in seeds),
+                str(m.but(search="random", seed=seeds[0], scratch=True)),
+                str(m.but(kind=None, value=None, scratch=True)),
+            ]
         if artifact == "fig5":
             return self.sweep_children
         if artifact == "fig7":
-            return [*self.sweep_children, *(str(SolutionId.parse(s).but(search="lm_loss")) for s in self.sweep_children)]
+            return [
+                *self.sweep_children,
+                *(str(SolutionId.parse(s).but(search="lm_loss")) for s in self.sweep_children),
+            ]
         if artifact in ("fig6", "fig8"):
             return []
         return [main]  # tables 1, 2, 16, 17, 18
@@ -151,7 +174,9 @@ class Plan:
         """Further inputs and `puzzle report` arguments of an artifact beyond its children."""
         if artifact in LIBRARY_TABLES:
             children = self.children_of(artifact)
-            return [self.library_files(s) for s in children], " ".join(f"--library {Q(self.library_dir(s))}" for s in children)
+            return [self.library_files(s) for s in children], " ".join(
+                f"--library {Q(self.library_dir(s))}" for s in children
+            )
         if artifact == "table2":
             return [], " ".join(f"--paper-scenario {Q(f'{k}={v}')}" for k, v in self.paper["scenarios"].items())
         if artifact == "table17":
@@ -159,9 +184,14 @@ class Plan:
             variants = (f"--variant {Q(f'{loss}={self.loss_dir[loss]}')}" for loss in self.gkd_losses)
             return inputs, " ".join([f"--loss-eval {Q(self.loss_eval)}", *variants])
         if artifact == "table18":
-            inputs = [*(f"{self.compress_eval}/{m}.json" for m in COMPRESS_METHODS), *(f"{self.compress_dir}/{m}" for m in COMPRESS_METHODS)]
-            return inputs, " ".join(f"--compressed {Q(f'{m}={self.compress_dir}/{m}')} {Q(f'{self.compress_eval}/{m}.json')}"
-                                    for m in COMPRESS_METHODS)
+            inputs = [
+                *(f"{self.compress_eval}/{m}.json" for m in COMPRESS_METHODS),
+                *(f"{self.compress_dir}/{m}" for m in COMPRESS_METHODS),
+            ]
+            return inputs, " ".join(
+                f"--compressed {Q(f'{m}={self.compress_dir}/{m}')} {Q(f'{self.compress_eval}/{m}.json')}"
+                for m in COMPRESS_METHODS
+            )
         main = f"--costs {Q(self.main_costs)} --solution {Q(self.main_solution)}"
         if artifact == "fig5":
             return [self.sweep_dir], f"--sweep {Q(self.sweep_dir)}"
@@ -184,7 +214,9 @@ class Plan:
             children = self.children_of(name)
             inputs, extra = self.extra_of(name)
             child_args = [f"--child {Q(self.solution(s))} {Q(f'{self.results}/eval/{s}')}" for s in children]
-            out[name] = Artifact(children, inputs, " ".join([*child_args, *([extra] if extra else [])]), self.files_of(name))
+            out[name] = Artifact(
+                children, inputs, " ".join([*child_args, *([extra] if extra else [])]), self.files_of(name)
+            )
         return out
 
     def files(self) -> list[str]:

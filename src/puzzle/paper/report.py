@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from puzzle import config as config_mod
 from puzzle.config import ConfigError
@@ -29,117 +32,8 @@ from puzzle.io import atomic_path, read_json, write_csv, write_text
 from puzzle.naming import SolutionId
 from puzzle.search.tables import load_costs
 
-# ---- the paper's numbers (PAPER.md section 7, ICML numbering) --------------------------------------
-
-_MIP_51B = {"row": "Puzzle MIP + KL (pre-GKD 51B)", "mmlu": 78.39, "throughput_tok_s": 5500.25}
-# rows that several tables quote: the parent, and Nemotron-51B before GKD (MMLU, MT-Bench, average)
-_LLAMA_70B = {"mmlu": 81.66, "mt_bench": 8.93, "avg": 85.48}
-_51B_NO_GKD = {"mmlu": 78.39, "mt_bench": 8.67, "avg": 82.55}
-
-PAPER: dict[str, dict[str, Any]] = {
-    "table1": {
-        "source": "Table 1: Nemotron-51B vs Llama-3.1-70B-Instruct, % preserved (average of 11 benchmarks)",
-        "rows": {m: {"row": "average preserved", "retained_pct": 98.4} for m in ("lm_loss", "token_acc")},
-    },
-    "table2": {
-        "source": "Table 2: tokens/s/GPU on H100 (FP8, TensorRT-LLM), Nemotron-51B vs Llama-3.1-70B",
-        "rows": {
-            "Chatbot": {"row": "Chatbot 128/128", "parent_tok_s": 2645, "child_tok_s": 5478, "speedup": 2.07},
-            "Text Generation": {"row": "Text Generation 128/1024", "parent_tok_s": 2975, "child_tok_s": 6472, "speedup": 2.17},
-            "Long Text Generation": {"row": "Long Text Generation 128/2048", "parent_tok_s": 2786, "child_tok_s": 4910, "speedup": 1.76},
-            "Inference-time compute": {"row": "Inference-time compute 128/4096", "parent_tok_s": 1828, "child_tok_s": 3855, "speedup": 2.11},
-            "Summarization/RAG": {"row": "Summarization/RAG 2048/128", "parent_tok_s": 339, "child_tok_s": 653, "speedup": 1.92},
-            "Stress Test": {"row": "Stress Test 2048/2048", "parent_tok_s": 1336, "child_tok_s": 2622, "speedup": 1.96},
-        },
-    },
-    "table8": {
-        "source": "Table 8: coupled vs decoupled BLD, 8B child on an RTX 4090 (tok/s; accuracy = (MT-Bench x 10 + MMLU) / 2, after GKD)",
-        "rows": {
-            "coupled": {"row": "Puzzle with coupled BLD", "throughput_tok_s": 5856, "accuracy": 73.98},
-            "decoupled": {"row": "Puzzle with decoupled BLD", "throughput_tok_s": 5834, "accuracy": 72.92},
-        },
-    },
-    "table9": {
-        "source": "Table 9: BLD data, 70B parent, child before GKD (MT-Bench, MMLU, MMLU-STEM)",
-        "rows": {
-            "mixed": {"row": "Distillation Mix", "mt_bench": 8.61, "mmlu": 78.39, "mmlu_stem": 70.35},
-            "narrow": {"row": "Gutenberg (narrow)", "mt_bench": 7.98, "mmlu": 74.84, "mmlu_stem": 64.5},
-        },
-    },
-    "table10": {
-        "source": "Table 10: BLD token budget, Nemotron-51B-like constraints (MT-Bench, MMLU; 1 = 1.0B tokens)",
-        "rows": {
-            "1": {"row": "1.0B tokens", "mt_bench": 8.98, "mmlu": 78.54},
-            "0.5": {"row": "0.5B tokens", "mt_bench": 8.86, "mmlu": 78.44},
-            "0.25": {"row": "0.25B tokens", "mt_bench": 8.51, "mmlu": 78.27},
-        },
-    },
-    "table11": {
-        "source": "Table 11: task-specific scoring (Half-MMLU) vs KL scoring, 8B child (our analogue: LM-loss scoring)",
-        "rows": {
-            "mip": {"row": "KL-divergence scoring", "half_mmlu": 64.94, "mt_bench": 8.06, "throughput_tok_s": 5834},
-            "lm_loss": {"row": "Half-MMLU accuracy scoring", "half_mmlu": 66.24, "mt_bench": 7.57, "throughput_tok_s": 5818},
-        },
-    },
-    "table12": {
-        "source": "Table 12: no-op-only search space vs the full one (pre-GKD; MMLU, MIP-estimated tok/s)",
-        "rows": {"mip": _MIP_51B, "noop_only": {"row": "no-op only", "mmlu": 75.40, "throughput_tok_s": 5604.18}},
-    },
-    "table13": {
-        "source": "Table 13: greedy vs MIP (pre-GKD; MMLU, MIP-estimated tok/s)",
-        "rows": {"mip": _MIP_51B, "greedy": {"row": "greedy (App. F.2.2)", "mmlu": 70.74, "throughput_tok_s": 5500.30}},
-    },
-    "table14": {
-        "source": "Table 14: maximize parameters vs MIP (pre-GKD; MMLU, MIP-estimated tok/s)",
-        "rows": {"mip": _MIP_51B, "max_params": {"row": "maximize parameters", "mmlu": 23.12, "throughput_tok_s": 5727.08}},
-    },
-    "table15": {
-        "source": "Table 15: random baselines vs Puzzle, all after 10B tokens of GKD (MMLU, MT-Bench, average, % of the 70B)",
-        "rows": {
-            "parent": {"row": "Llama-3.1-70B", **_LLAMA_70B, "relative_pct": 100.0},
-            "mip": {"row": "Nemotron-51B (10B tokens)", "mmlu": 79.7, "mt_bench": 8.89, "avg": 84.30, "relative_pct": 98.61},
-            "random": {"row": "random from block library", "mmlu": 66.02, "mt_bench": 8.20, "avg": 74.01, "relative_pct": 86.58},
-            "fully_random": {"row": "fully random", "mmlu": 23.13, "mt_bench": 0.89, "avg": 16.02, "relative_pct": 18.73},
-            "parent_randomized": {"row": "parent randomized", "mmlu": 23.42, "mt_bench": 0.95, "avg": 16.46, "relative_pct": 19.25},
-        },
-    },
-    "table16": {
-        "source": "Table 16: effect of GKD, Llama-3.1-70B -> Nemotron-51B (MMLU, MT-Bench, average)",
-        "rows": {
-            "parent": {"row": "Llama-3.1-70B", **_LLAMA_70B},
-            "child": {"row": "51B without GKD", **_51B_NO_GKD},
-            "gkd": {"row": "51B with GKD", "mmlu": 80.20, "mt_bench": 8.99, "avg": 85.10},
-        },
-    },
-    "table17": {
-        "source": "Table 17: GKD loss terms, Nemotron-51B after BLD, ~5B tokens each (MMLU, MT-Bench, average, validation KL)",
-        "rows": {
-            "child": {"row": "no uptraining", **_51B_NO_GKD, "val_kl": 0.19},
-            "lm": {"row": "L_LM", "mmlu": 78.55, "mt_bench": 7.71, "avg": 77.83, "val_kl": 0.31},
-            "kl+lm": {"row": "L_LM + L_KLD", "mmlu": 79.26, "mt_bench": 8.85, "avg": 83.88, "val_kl": 0.14},
-            "kl": {"row": "L_KLD", "mmlu": 79.33, "mt_bench": 8.68, "avg": 83.07, "val_kl": 0.10},
-            "cosine+lm": {"row": "L_LM + L_cos", "mmlu": 79.04, "mt_bench": 7.80, "avg": 78.52, "val_kl": 0.30},
-            "cosine": {"row": "L_cos", "mmlu": 79.40, "mt_bench": 8.74, "avg": 83.40, "val_kl": 0.16},
-            "cosine+kl+lm": {"row": "L_LM + L_cos + L_KLD", "mmlu": 79.45, "mt_bench": 8.66, "avg": 83.03, "val_kl": 0.14},
-            "cosine+kl": {"row": "L_cos + L_KLD (Puzzle)", "mmlu": 79.61, "mt_bench": 8.87, "avg": 84.16, "val_kl": 0.11},
-            "parent": {"row": "parent 70B", **_LLAMA_70B, "val_kl": 0.0},
-        },
-    },
-    "table18": {
-        "source": "Table 18: other compression of Llama-3.1-70B at similar throughput (MMLU, MT-Bench, average, % of the parent)",
-        "rows": {
-            "parent": {"row": "Llama-3.1-70B", **_LLAMA_70B, "relative_pct": 100.0},
-            "puzzle": {"row": "Nemotron-51B", "mmlu": 80.20, "mt_bench": 8.99, "avg": 85.05, "relative_pct": 99.49},
-            "wanda": {"row": "Wanda 2:4 (no training)", "mmlu": 72.99, "mt_bench": 8.39, "avg": 78.44, "relative_pct": 92.23},
-            "low_rank": {"row": "low-rank (factorized layers + distillation)", "mmlu": 72.87, "mt_bench": 8.01, "avg": 76.05, "relative_pct": 88.96},
-        },
-    },
-    # Fig. 7 (8B children, RTX 4090): best-effort reading of garbled plot labels; approximate
-    "fig7": {
-        "kl": [(4518.81, 74.873), (5522.93, 74.735), (5834.11, 72.924)],
-        "lm_loss": [(4518.815, 74.884), (5576.134, 73.642), (5834.107, 72.401)],
-    },
-}
+# the paper's numbers beside ours (PAPER.md section 7, ICML numbering): package data, like the schema
+PAPER: dict[str, dict[str, Any]] = yaml.safe_load(resources.files("puzzle.paper").joinpath("numbers.yaml").read_text())
 
 GKD_TERMS = ("cosine", "kl", "lm")  # the order of config gkd.loss; loss names join them with "+"
 QUALITY = ("lm_loss", "kl", "token_acc")
@@ -227,8 +121,12 @@ def table1(child: Child) -> pd.DataFrame:
     """Quality retained per metric: parent vs the Puzzle child after GKD."""
     parent, final = child.evals["parent"], child.evals["gkd"]
     frame = pd.DataFrame(
-        {"metric": m, "parent": parent["quality"][m], "child": final["quality"][m],
-         "retained_pct": final["retained_pct"].get(m, math.nan)}  # KL has no ratio: the parent's is 0
+        {
+            "metric": m,
+            "parent": parent["quality"][m],
+            "child": final["quality"][m],
+            "retained_pct": final["retained_pct"].get(m, math.nan),
+        }  # KL has no ratio: the parent's is 0
         for m in QUALITY
     )
     return with_paper(frame, "table1", list(frame["metric"]))
@@ -241,12 +139,18 @@ def table2(child: Child, paper_scenarios: dict[str, str]) -> pd.DataFrame:
     rows = []
     for key, t in final["throughput"].items():
         name = key.rsplit("_b", 1)[0]
-        rows.append({
-            "scenario": name, "batch": t["batch"], "input_len": t["input_len"], "output_len": t["output_len"],
-            "parent_tok_s": parent["throughput"][key]["tokens_per_s"], "child_tok_s": t["tokens_per_s"],
-            "speedup": final["throughput_ratio"][key],
-            "predicted_speedup": child.predicted_speedup() if key == child.scenario_key else math.nan,
-        })
+        rows.append(
+            {
+                "scenario": name,
+                "batch": t["batch"],
+                "input_len": t["input_len"],
+                "output_len": t["output_len"],
+                "parent_tok_s": parent["throughput"][key]["tokens_per_s"],
+                "child_tok_s": t["tokens_per_s"],
+                "speedup": final["throughput_ratio"][key],
+                "predicted_speedup": child.predicted_speedup() if key == child.scenario_key else math.nan,
+            }
+        )
     frame = pd.DataFrame(rows)
     return with_paper(frame, "table2", [paper_scenarios.get(n) for n in frame["scenario"]])
 
@@ -260,17 +164,36 @@ def search_ablation(artifact: str, children: list[Child]) -> pd.DataFrame:
     """Tables 11-15: children of different searches at one budget, predicted by the search and
     measured before and after GKD, the parent first."""
     parent = children[0].evals["parent"]
-    rows = [{"row": "parent", "method": None, "metric": None, "batch": None, "predicted_tok_s": None,
-             "predicted_speedup": 1.0, "measured_speedup": 1.0, "objective": 0.0,
-             **_stage_columns(parent, "before_gkd"), **_stage_columns(parent, "after_gkd")}]
+    rows = [
+        {
+            "row": "parent",
+            "method": None,
+            "metric": None,
+            "batch": None,
+            "predicted_tok_s": None,
+            "predicted_speedup": 1.0,
+            "measured_speedup": 1.0,
+            "objective": 0.0,
+            **_stage_columns(parent, "before_gkd"),
+            **_stage_columns(parent, "after_gkd"),
+        }
+    ]
     for c in children:
         s = c.solution
-        rows.append({
-            "row": c.label, "method": s["method"], "metric": s["metric"], "batch": s["scenario"]["batch"],
-            "predicted_tok_s": s["costs"]["throughput_tok_s"], "predicted_speedup": c.predicted_speedup(),
-            "measured_speedup": c.measured_speedup(), "objective": s["objective"],
-            **_stage_columns(c.evals["child"], "before_gkd"), **_stage_columns(c.evals["gkd"], "after_gkd"),
-        })
+        rows.append(
+            {
+                "row": c.label,
+                "method": s["method"],
+                "metric": s["metric"],
+                "batch": s["scenario"]["batch"],
+                "predicted_tok_s": s["costs"]["throughput_tok_s"],
+                "predicted_speedup": c.predicted_speedup(),
+                "measured_speedup": c.measured_speedup(),
+                "objective": s["objective"],
+                **_stage_columns(c.evals["child"], "before_gkd"),
+                **_stage_columns(c.evals["gkd"], "after_gkd"),
+            }
+        )
     return with_paper(pd.DataFrame(rows), artifact, ["parent"] + [c.key for c in children])
 
 
@@ -294,21 +217,31 @@ def library_ablation(artifact: str, children: list[Child], libraries: list[str |
     """Tables 8-10: the same search on block libraries built differently (BLD mode, data, tokens);
     the first child is the experiment's own. Each row: what its BLD cost, and its child's quality."""
     if len(libraries) != len(children):
-        raise config_mod.ConfigError(f"config error: {artifact}: {len(libraries)} --library for {len(children)} --child; expected one each")
+        raise config_mod.ConfigError(
+            f"config error: {artifact}: {len(libraries)} --library for {len(children)} --child; expected one each"
+        )
     rows, keys = [], []
     infos = [library_summary(lib) for lib in libraries]
     base = infos[0]
     for c, lib, info in zip(children, libraries, infos):
-        rows.append({
-            "row": Path(lib).parent.name if c is not children[0] else "experiment", **info,
-            "predicted_speedup": c.predicted_speedup(), "measured_speedup": c.measured_speedup(), "objective": c.solution["objective"],
-            **_stage_columns(c.evals["child"], "before_gkd"), **_stage_columns(c.evals["gkd"], "after_gkd"),
-        })
-        keys.append({
-            "table8": info["bld_mode"],
-            "table9": "mixed" if info["bld_corpus"] == base["bld_corpus"] else "narrow",
-            "table10": f"{info['tokens_per_block'] / base['tokens_per_block']:g}",
-        }[artifact])
+        rows.append(
+            {
+                "row": Path(lib).parent.name if c is not children[0] else "experiment",
+                **info,
+                "predicted_speedup": c.predicted_speedup(),
+                "measured_speedup": c.measured_speedup(),
+                "objective": c.solution["objective"],
+                **_stage_columns(c.evals["child"], "before_gkd"),
+                **_stage_columns(c.evals["gkd"], "after_gkd"),
+            }
+        )
+        keys.append(
+            {
+                "table8": info["bld_mode"],
+                "table9": "mixed" if info["bld_corpus"] == base["bld_corpus"] else "narrow",
+                "table10": f"{info['tokens_per_block'] / base['tokens_per_block']:g}",
+            }[artifact]
+        )
     return with_paper(pd.DataFrame(rows), artifact, keys)
 
 
@@ -326,10 +259,27 @@ def table18(child: Child, compressed: dict[str, tuple[dict[str, Any], dict[str, 
     parent, final = child.evals["parent"], child.evals["gkd"]
 
     def row(label: str, ev: dict[str, Any], kept: float, speedup: float, training: str) -> dict[str, Any]:
-        return {"row": label, "training": training, "kept_params_fraction": kept, "measured_speedup": speedup, **quality(ev)}
+        return {
+            "row": label,
+            "training": training,
+            "kept_params_fraction": kept,
+            "measured_speedup": speedup,
+            **quality(ev),
+        }
 
-    rows = [("parent", row("parent", parent, 1.0, 1.0, "-")),
-            ("puzzle", row("Puzzle child", final, final["parameters"] / parent["parameters"], child.measured_speedup(), "BLD + GKD"))]
+    rows = [
+        ("parent", row("parent", parent, 1.0, 1.0, "-")),
+        (
+            "puzzle",
+            row(
+                "Puzzle child",
+                final,
+                final["parameters"] / parent["parameters"],
+                child.measured_speedup(),
+                "BLD + GKD",
+            ),
+        ),
+    ]
     for method, (record, ev) in compressed.items():
         speed = ev["throughput_ratio"].get(child.scenario_key, math.nan)
         rows.append((method, row(method, ev, record["parameters"]["fraction"], speed, "none")))
@@ -341,13 +291,18 @@ def loss_name(terms: list[str] | str) -> str:
     chosen = set(terms.split("+") if isinstance(terms, str) else terms)
     unknown = chosen - set(GKD_TERMS)
     if unknown or not chosen:
-        raise config_mod.ConfigError(f"config error: GKD loss {terms!r}: expected terms of {list(GKD_TERMS)} joined by '+'")
+        raise config_mod.ConfigError(
+            f"config error: GKD loss {terms!r}: expected terms of {list(GKD_TERMS)} joined by '+'"
+        )
     return "+".join(t for t in GKD_TERMS if t in chosen)
 
 
-def table17(child: Child, loss_evals: dict[str, dict[str, Any]], gkd_reports: dict[str, dict[str, Any]]) -> pd.DataFrame:
+def table17(
+    child: Child, loss_evals: dict[str, dict[str, Any]], gkd_reports: dict[str, dict[str, Any]]
+) -> pd.DataFrame:
     """GKD loss ablation: the child before GKD, one row per loss combination, the parent.
     `loss_evals` / `gkd_reports`: loss name -> its eval JSON / its GKD report.json (validation KL)."""
+
     def row(label: str, ev: dict[str, Any], val_kl: float, terms: set[str]) -> dict[str, Any]:
         return {"row": label, **{f"loss_{t}": t in terms for t in GKD_TERMS}, **quality(ev), "val_kl": val_kl}
 
@@ -393,7 +348,9 @@ def layer_runtime(costs: pd.DataFrame, solution: dict[str, Any]) -> pd.DataFrame
 
 def _save(fig: Any, out: str | Path) -> None:
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=130, metadata={"Software": None})  # no version stamp: same inputs, same bytes
+        fig.savefig(
+            tmp, format="png", dpi=130, metadata={"Software": None}
+        )  # no version stamp: same inputs, same bytes
 
 
 def _pyplot() -> Any:
@@ -412,7 +369,9 @@ def read_sweep(sweep_dir: str | Path) -> pd.DataFrame:
     table = table[table["status"] == "ok"].copy()
     # the folder the search wrote each point to, relative to the sweep folder (wherever it now lies)
     table["solution"] = [read_json(d / Path(p).parent.name / "solution.json") for p in table["path"]]
-    table["predicted_speedup"] = [s["costs"]["throughput_tok_s"] / s["parent"]["costs"]["throughput_tok_s"] for s in table["solution"]]
+    table["predicted_speedup"] = [
+        s["costs"]["throughput_tok_s"] / s["parent"]["costs"]["throughput_tok_s"] for s in table["solution"]
+    ]
     return table.sort_values("predicted_speedup").reset_index(drop=True)
 
 
@@ -433,18 +392,30 @@ def fig5(sweep_dir: str | Path, children: list[Child], out: str | Path) -> None:
     for xi, yi, t in zip(x, y, sweep["target"]):
         ax_p.annotate(str(t), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
     _plot_frontier(ax_p, x, y, False, "efficient frontier")
-    ax_p.set(xlabel="predicted throughput / parent (x, from costs.csv)", ylabel="predicted quality loss: sum of replace-1-block KL (nats)",
-             title="Search: predicted")
+    ax_p.set(
+        xlabel="predicted throughput / parent (x, from costs.csv)",
+        ylabel="predicted quality loss: sum of replace-1-block KL (nats)",
+        title="Search: predicted",
+    )
     parent_acc = 100 * children[0].evals["parent"]["quality"]["token_acc"]
     xs = np.array([1.0] + [c.measured_speedup() for c in children])
     ys = np.array([parent_acc] + [100 * c.evals["gkd"]["quality"]["token_acc"] for c in children])
     ax_m.scatter(xs[1:], ys[1:], color="tab:green", label="Puzzle child after GKD", zorder=2)
-    ax_m.scatter([c.measured_speedup("child") for c in children], [100 * c.evals["child"]["quality"]["token_acc"] for c in children],
-                 facecolors="none", edgecolors="tab:green", label="same child before GKD", zorder=2)
+    ax_m.scatter(
+        [c.measured_speedup("child") for c in children],
+        [100 * c.evals["child"]["quality"]["token_acc"] for c in children],
+        facecolors="none",
+        edgecolors="tab:green",
+        label="same child before GKD",
+        zorder=2,
+    )
     ax_m.scatter([1.0], [parent_acc], marker="*", s=150, color="k", label="parent", zorder=3)
     _plot_frontier(ax_m, xs, ys, True, "efficient frontier (after GKD)")
-    ax_m.set(xlabel="measured generation throughput / parent (x)", ylabel="next-token accuracy on the test shard (%)",
-             title="Children: measured")
+    ax_m.set(
+        xlabel="measured generation throughput / parent (x)",
+        ylabel="next-token accuracy on the test shard (%)",
+        title="Children: measured",
+    )
     for ax in (ax_p, ax_m):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -467,7 +438,11 @@ def fig6(costs_csv: str | Path, solution: str | Path, out: str | Path) -> None:
             ax.bar_label(bars, [x[kind] for x in sol["layers"]], rotation=90, fontsize=7, padding=2)
     ax.axhline(1.0, color="k", lw=0.8, ls="--", label="parent")
     ax.set(xlabel="layer", ylabel="runtime relative to the parent's subblock", xticks=rt["layer"], ylim=(0, 1.45))
-    ax.set_title(f"Fig. 6 analogue: per-layer runtime of the child ({sol['scenario']['name']}, batch {sol['scenario']['batch']})", fontsize=10)
+    ax.set_title(
+        f"Fig. 6 analogue: per-layer runtime of the child "
+        f"({sol['scenario']['name']}, batch {sol['scenario']['batch']})",
+        fontsize=10,
+    )
     ax.legend(fontsize=8, loc="upper right", ncol=3)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -482,14 +457,24 @@ def fig7(children: list[Child], out: str | Path) -> None:
     fig, (ax, ax_p) = plt.subplots(1, 2, figsize=(11, 4.5))
     styles = {"kl": ("tab:blue", "o", "KL divergence"), "lm_loss": ("tab:orange", "s", "LM loss")}
     for metric, (color, marker, name) in styles.items():
-        pts = sorted((c.measured_speedup(), 100 * c.evals["gkd"]["quality"]["token_acc"]) for c in children if c.solution["metric"] == metric)
+        pts = sorted(
+            (c.measured_speedup(), 100 * c.evals["gkd"]["quality"]["token_acc"])
+            for c in children
+            if c.solution["metric"] == metric
+        )
         if pts:
             ax.plot(*zip(*pts), color=color, marker=marker, label=f"scored by {name}")
         ax_p.plot(*zip(*PAPER["fig7"][metric]), color=color, marker=marker, label=f"scored by {name}")
-    ax.set(xlabel="measured generation throughput / parent (x)", ylabel="next-token accuracy after GKD (%)",
-           title="ours: children scored by KL vs LM loss")
-    ax_p.set(xlabel="throughput (tokens/s, RTX 4090)", ylabel="accuracy (MT-Bench x 10 + MMLU) / 2",
-             title="paper Fig. 7 (8B children; values approximate)")
+    ax.set(
+        xlabel="measured generation throughput / parent (x)",
+        ylabel="next-token accuracy after GKD (%)",
+        title="ours: children scored by KL vs LM loss",
+    )
+    ax_p.set(
+        xlabel="throughput (tokens/s, RTX 4090)",
+        ylabel="accuracy (MT-Bench x 10 + MMLU) / 2",
+        title="paper Fig. 7 (8B children; values approximate)",
+    )
     for a in (ax, ax_p):
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
@@ -506,13 +491,20 @@ def fig8(sweep_dir: str | Path, costs_csv: str | Path, solution: str | Path, out
 
     sweep, costs, main = read_sweep(sweep_dir), load_costs(costs_csv), read_json(solution)
     runtimes = [layer_runtime(costs, s) for s in sweep["solution"]]
-    fig, axes = plt.subplots(1, 2, sharey=True, layout="constrained",
-                             figsize=(max(9, 0.25 * len(runtimes[0]) * 2 + 5), 0.45 * len(sweep) + 2.5))
+    fig, axes = plt.subplots(
+        1,
+        2,
+        sharey=True,
+        layout="constrained",
+        figsize=(max(9, 0.25 * len(runtimes[0]) * 2 + 5), 0.45 * len(sweep) + 2.5),
+    )
     for ax, kind in zip(axes, ("attention", "ffn")):
         grid = np.array([r[kind].to_numpy() for r in runtimes])
         im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto", origin="lower")
         step = max(1, grid.shape[1] // 20)  # at most ~20 layer ticks
-        ax.set(xlabel="layer", title=f"{kind} subblock", xticks=range(0, grid.shape[1], step), yticks=range(len(sweep)))
+        ax.set(
+            xlabel="layer", title=f"{kind} subblock", xticks=range(0, grid.shape[1], step), yticks=range(len(sweep))
+        )
         for i, s in enumerate(sweep["solution"]):
             if s["layers"] == main["layers"]:
                 ax.add_patch(Rectangle((-0.5, i - 0.5), grid.shape[1], 1, fill=False, edgecolor="lime", lw=2.5))
@@ -549,7 +541,10 @@ def write_table(frame: pd.DataFrame, artifact: str, out: str | Path) -> None:
     """OUT.csv and OUT.md (paper_* columns: the paper's numbers for that row, from PAPER.md section 7)."""
     out = Path(out)
     write_csv(out.with_suffix(".csv"), frame)
-    note = f"Paper: {PAPER[artifact]['source']}. Ours: the embedded experiment; accuracy = next-token accuracy, nats for losses."
+    note = (
+        f"Paper: {PAPER[artifact]['source']}. "
+        "Ours: the embedded experiment; accuracy = next-token accuracy, nats for losses."
+    )
     write_text(out.with_suffix(".md"), markdown(frame, f"{artifact} analogue", note))
 
 
@@ -606,17 +601,47 @@ FIGURES: dict[str, Callable[[argparse.Namespace, Path], None]] = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("artifact", choices=[*TABLES, *FIGURES])
-    parser.add_argument("--child", nargs=2, action="append", default=[], metavar=("SOLUTION", "EVAL_DIR"),
-                        help="a child: its solution.json and its eval folder (parent.json, child.json, gkd.json); repeatable")
-    parser.add_argument("--library", action="append", default=[], metavar="LIBRARY_DIR",
-                        help="table8-10: each --child's block library folder, in the same order")
-    parser.add_argument("--paper-scenario", action="append", default=[], metavar="OURS=PAPER",
-                        help="table2: our scenario name = a Table 2 row (e.g. gen_32_128='Text Generation')")
+    parser.add_argument(
+        "--child",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("SOLUTION", "EVAL_DIR"),
+        help="a child: its solution.json and its eval folder (parent.json, child.json, gkd.json); repeatable",
+    )
+    parser.add_argument(
+        "--library",
+        action="append",
+        default=[],
+        metavar="LIBRARY_DIR",
+        help="table8-10: each --child's block library folder, in the same order",
+    )
+    parser.add_argument(
+        "--paper-scenario",
+        action="append",
+        default=[],
+        metavar="OURS=PAPER",
+        help="table2: our scenario name = a Table 2 row (e.g. gen_32_128='Text Generation')",
+    )
     parser.add_argument("--loss-eval", help="table17: eval folder with one {loss}.json per GKD loss variant")
-    parser.add_argument("--variant", action="append", default=[], metavar="LOSS=GKD_DIR", help="table17: a GKD loss variant and its output folder")
-    parser.add_argument("--compressed", nargs=2, action="append", default=[], metavar=("NAME=FOLDER", "EVAL_JSON"),
-                        help="table18: a compressed parent (folder with compress.json) and its eval JSON; repeatable")
-    parser.add_argument("--sweep", help="fig5, fig8: folder of `puzzle search --sweep` (sweep.csv + one folder per budget)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LOSS=GKD_DIR",
+        help="table17: a GKD loss variant and its output folder",
+    )
+    parser.add_argument(
+        "--compressed",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME=FOLDER", "EVAL_JSON"),
+        help="table18: a compressed parent (folder with compress.json) and its eval JSON; repeatable",
+    )
+    parser.add_argument(
+        "--sweep", help="fig5, fig8: folder of `puzzle search --sweep` (sweep.csv + one folder per budget)"
+    )
     parser.add_argument("--costs", help="fig6, fig8: costs.csv of the search's target")
     parser.add_argument("--solution", help="fig6, fig8: the experiment's solution.json")
     parser.add_argument("--out", required=True, help="output stem: tables write OUT.csv + OUT.md, figures OUT.png")

@@ -52,7 +52,9 @@ def greedy(inst: Instance, bounds: dict[str, float]) -> np.ndarray | None:
     return choice if feasible_rows(inst, choice[None, :], bounds)[0] else None
 
 
-def random_search(inst: Instance, bounds: dict[str, float], seed: int, samples: int, chunk: int = 4096) -> tuple[np.ndarray | None, int]:
+def random_search(
+    inst: Instance, bounds: dict[str, float], seed: int, samples: int, chunk: int = 4096
+) -> tuple[np.ndarray | None, int]:
     """The first of up to `samples` uniformly random architectures that meets the bounds, and how
     many were drawn. Options are sorted by layer, so layer i's options are a contiguous run."""
     rng = np.random.default_rng(seed)
@@ -86,4 +88,6 @@ def homogeneous(inst: Instance, bounds: dict[str, float]) -> np.ndarray | None:
 def noop_only_mask(inst: Instance) -> np.ndarray:
     """Options built from the parent's own subblocks and no-ops only (the no-op-only search space)."""
     opts = inst.options
-    return (opts["attention"].isin([inst.parent[0], ATTN_NOOP]) & opts["ffn"].isin([inst.parent[1], FFN_NOOP])).to_numpy()
+    return (
+        opts["attention"].isin([inst.parent[0], ATTN_NOOP]) & opts["ffn"].isin([inst.parent[1], FFN_NOOP])
+    ).to_numpy()

@@ -39,10 +39,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--costs", help="costs.csv (kind, variant, scenario, batch, ..., kv_bytes_per_token)")
     io.add_argument("--nvlabs-library", help="NVlabs/puzzle block_library.json instead of --scores/--costs")
     io.add_argument("--nvlabs-measurement", help="its measurement_info.json (default: beside the library)")
-    io.add_argument("--export-tables", metavar="DIR", help="also write the tables read from --nvlabs-library as DIR/scores.csv, DIR/costs.csv")
+    io.add_argument(
+        "--export-tables",
+        metavar="DIR",
+        help="also write the tables read from --nvlabs-library as DIR/scores.csv, DIR/costs.csv",
+    )
     io.add_argument("--parent-config", help="parent HF config.json (or its folder): adds Nemotron-NAS block_configs")
-    io.add_argument("--multiple-of", type=int, help="FFN width multiple for block_configs (default: the config's search_space.ffn.multiple_of)")
-    io.add_argument("--out", default="solution.json", help="solution file; solution k > 0 of several goes to <stem>_<k>.json")
+    io.add_argument(
+        "--multiple-of",
+        type=int,
+        help="FFN width multiple for block_configs (default: the config's search_space.ffn.multiple_of)",
+    )
+    io.add_argument(
+        "--out", default="solution.json", help="solution file; solution k > 0 of several goes to <stem>_<k>.json"
+    )
     io.add_argument("--out-dir", help="sweep output folder (default: the folder of --out)")
     s = parser.add_argument_group("search (override the config's search section)")
     s.add_argument("--method", choices=METHODS)
@@ -54,7 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--latency", help="ms, '250ms', '0.25s', or a factor of the parent's like 0.5x")
     s.add_argument("--num-solutions", type=int)
     s.add_argument("--diversity", type=float, help="fraction of layers each solution must change vs every earlier one")
-    s.add_argument("--budget", help="one budget as <resource>_<value>[@<method|metric>[-s<seed>]] (e.g. throughput_2x, throughput_2x@greedy): how the workflow names a solution")
+    s.add_argument(
+        "--budget",
+        help="one budget as <resource>_<value>[@<method|metric>[-s<seed>]] (e.g. throughput_2x, "
+        "throughput_2x@greedy): how the workflow names a solution",
+    )
     s.add_argument("--sweep", nargs="+", help="budgets on --sweep-resource, one solution set per budget")
     s.add_argument("--sweep-resource", choices=TARGET_KINDS)
     s.add_argument("--time-limit-s", type=float)
@@ -73,8 +87,10 @@ def budget_settings(budget: str) -> dict[str, Any]:
     out["sweep"] = []
     if sid.search is not None:
         if sid.search not in (*METHODS, *METRICS):
-            raise ConfigError(f"--budget suffix @{sid.search}: expected @<method or metric>[-s<seed>] with one of "
-                              f"{[*METHODS, *METRICS]}, or @bld-<library>")
+            raise ConfigError(
+                f"--budget suffix @{sid.search}: expected @<method or metric>[-s<seed>] with one of "
+                f"{[*METHODS, *METRICS]}, or @bld-<library>"
+            )
         out["method" if sid.search in METHODS else "metric"] = sid.search
     if sid.seed is not None:
         out["seed"] = sid.seed
@@ -97,7 +113,9 @@ def _parent(args: argparse.Namespace, whole: dict[str, Any]) -> ParentShape | No
         p = Path(args.parent_config)
         p = p / "config.json" if p.is_dir() else p
         if not p.exists():
-            raise ConfigError(f"--parent-config {args.parent_config!r}: expected a config.json or a folder holding one")
+            raise ConfigError(
+                f"--parent-config {args.parent_config!r}: expected a config.json or a folder holding one"
+            )
         return ParentShape.from_config(read_json(p))
     named = bool(getattr(args, "config", None)) or "parent" in json.loads(getattr(args, "cfg", None) or "{}")
     return ParentShape.from_config(config_mod.parent_config(whole)) if named else None
@@ -130,7 +148,9 @@ def _write_solutions(path: Path, records: list[dict[str, Any]], inputs: dict[str
         write_json(_solution_path(path, k), rec)
 
 
-def _write_sweep(out_dir: Path, kind: str, points: list[Target], results: list[Any], inputs: dict[str, str]) -> pd.DataFrame:
+def _write_sweep(
+    out_dir: Path, kind: str, points: list[Target], results: list[Any], inputs: dict[str, str]
+) -> pd.DataFrame:
     """One folder per budget, named as the workflow names it (`throughput_2x/solution.json`), and
     `sweep.csv` with a Pareto column."""
     rows = []
@@ -142,10 +162,20 @@ def _write_sweep(out_dir: Path, kind: str, points: list[Target], results: list[A
         path = out_dir / SolutionId(None, None, kind, budget_value(point.text)).budget / "solution.json"
         _write_solutions(path, result, inputs)
         best = result[0]
-        rows.append({**row, "status": "ok", "value": best["constraints"][kind]["value"], "batch": best["scenario"]["batch"],
-                     "sense": best["sense"], "objective": best["objective"], "solutions": len(result),
-                     **{c: best["costs"][c] for c in ("throughput_tok_s", "memory_bytes", "latency_ms")},
-                     "path": str(path), "message": ""})
+        rows.append(
+            {
+                **row,
+                "status": "ok",
+                "value": best["constraints"][kind]["value"],
+                "batch": best["scenario"]["batch"],
+                "sense": best["sense"],
+                "objective": best["objective"],
+                "solutions": len(result),
+                **{c: best["costs"][c] for c in ("throughput_tok_s", "memory_bytes", "latency_ms")},
+                "path": str(path),
+                "message": "",
+            }
+        )
     table = pd.DataFrame(rows)
     if (table["status"] == "ok").any():
         table["pareto"] = pareto_flags(table)
@@ -163,22 +193,40 @@ def main(args: argparse.Namespace) -> None:
     kind = cfg["sweep_resource"]
     points = [parse_target(kind, v) for v in cfg["sweep"]]
     search = Search(
-        scores, costs, metric=cfg["metric"], scenario=cfg["scenario"], batch_sizes=cfg["batch_sizes"] or None,
-        parent_shape=shape, multiple_of=args.multiple_of or whole["search_space"]["ffn"]["multiple_of"],
-        kinds=set(targets) | ({kind} if points else set()), time_limit_s=cfg["time_limit_s"], mip_gap=cfg["mip_gap"],
+        scores,
+        costs,
+        metric=cfg["metric"],
+        scenario=cfg["scenario"],
+        batch_sizes=cfg["batch_sizes"] or None,
+        parent_shape=shape,
+        multiple_of=args.multiple_of or whole["search_space"]["ffn"]["multiple_of"],
+        kinds=set(targets) | ({kind} if points else set()),
+        time_limit_s=cfg["time_limit_s"],
+        mip_gap=cfg["mip_gap"],
     )
-    run_kwargs = dict(method=cfg["method"], num_solutions=cfg["num_solutions"], diversity=cfg["diversity"], seed=cfg["seed"],
-                      random_samples=cfg["random_samples"])
+    run_kwargs = dict(
+        method=cfg["method"],
+        num_solutions=cfg["num_solutions"],
+        diversity=cfg["diversity"],
+        seed=cfg["seed"],
+        random_samples=cfg["random_samples"],
+    )
     out = Path(args.out)
     if points:
         out_dir = Path(args.out_dir) if args.out_dir else out.parent
         fixed = {k: t for k, t in targets.items() if k != kind}
         table = _write_sweep(out_dir, kind, points, search.sweep(kind, points, fixed, **run_kwargs), inputs)
-        print(f"search: {(table['status'] == 'ok').sum()} of {len(table)} {kind} budgets feasible -> {out_dir / 'sweep.csv'}")
+        print(
+            f"search: {(table['status'] == 'ok').sum()} of {len(table)} {kind} budgets feasible "
+            f"-> {out_dir / 'sweep.csv'}"
+        )
         return
     records = search.run(targets, **run_kwargs)
     _write_solutions(out, records, inputs)
     best = records[0]
-    print(f"search: {best['method']} {best['metric']} objective {best['objective']:.6g} at batch {best['scenario']['batch']}: "
-          f"{best['costs']['throughput_tok_s']:.1f} tok/s, {best['costs']['memory_bytes'] / 2**30:.2f} GiB, "
-          f"{best['costs']['latency_ms']:.1f} ms -> {out} ({len(records)} solution(s))")
+    print(
+        f"search: {best['method']} {best['metric']} objective {best['objective']:.6g} "
+        f"at batch {best['scenario']['batch']}: "
+        f"{best['costs']['throughput_tok_s']:.1f} tok/s, {best['costs']['memory_bytes'] / 2**30:.2f} GiB, "
+        f"{best['costs']['latency_ms']:.1f} ms -> {out} ({len(records)} solution(s))"
+    )

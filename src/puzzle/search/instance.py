@@ -39,12 +39,16 @@ def parent_pair(scores: pd.DataFrame, parent: ParentShape | None = None) -> tupl
     return pair
 
 
-def scenario_batches(costs: pd.DataFrame, scenario: str | None, allowed: list[int] | None = None) -> tuple[str, list[int]]:
+def scenario_batches(
+    costs: pd.DataFrame, scenario: str | None, allowed: list[int] | None = None
+) -> tuple[str, list[int]]:
     """The scenario (the only one when None) and its candidate batch sizes (limited to `allowed`)."""
     names = sorted(costs["scenario"].unique())
     if scenario is None:
         if len(names) != 1:
-            raise ConfigError(f"search.scenario = null: costs hold several scenarios {names}: expected one to be named")
+            raise ConfigError(
+                f"search.scenario = null: costs hold several scenarios {names}: expected one to be named"
+            )
         scenario = names[0]
     if scenario not in names:
         raise ConfigError(f"search.scenario = {scenario!r}: expected one of the costs' scenarios {names}")
@@ -52,7 +56,9 @@ def scenario_batches(costs: pd.DataFrame, scenario: str | None, allowed: list[in
     if allowed:
         unknown = sorted(set(allowed) - set(have))
         if unknown:
-            raise ConfigError(f"search.batch_sizes = {allowed}: batches {unknown} have no costs for {scenario!r} (have {have})")
+            raise ConfigError(
+                f"search.batch_sizes = {allowed}: batches {unknown} have no costs for {scenario!r} (have {have})"
+            )
         have = sorted(set(allowed))
     return scenario, [int(b) for b in have]
 
@@ -87,7 +93,10 @@ class Instance:
     def totals(self, choice: np.ndarray) -> dict[str, float]:
         """Whole-model costs of an architecture (block sums + non-block), throughput and latency."""
         rows = self.options.iloc[np.asarray(choice)]
-        out = {k: float(rows[k].sum()) + self.non_block[k] for k in ("memory_bytes", "param_bytes", "time_ms", "prefill_ms", "decode_ms")}
+        out = {
+            k: float(rows[k].sum()) + self.non_block[k]
+            for k in ("memory_bytes", "param_bytes", "time_ms", "prefill_ms", "decode_ms")
+        }
         out["kv_cache_bytes"] = out["memory_bytes"] - out["param_bytes"]
         out["throughput_tok_s"] = throughput(self.batch, self.output_len, out["time_ms"])
         out["latency_ms"] = out["time_ms"]
@@ -152,7 +161,19 @@ def build_instance(
         "param_bytes": float(nbv["param_bytes"]),
         "memory_bytes": float(nbv["param_bytes"] + tokens * nbv["kv_bytes_per_token"]),
     }
-    keep = ["layer", "attention", "ffn", *METRICS, "delta", "objective", "prefill_ms", "decode_ms", "time_ms", "param_bytes", "memory_bytes"]
+    keep = [
+        "layer",
+        "attention",
+        "ffn",
+        *METRICS,
+        "delta",
+        "objective",
+        "prefill_ms",
+        "decode_ms",
+        "time_ms",
+        "param_bytes",
+        "memory_bytes",
+    ]
     return Instance(scenario, batch, input_len, output_len, metric, parent, opts[keep], non_block, parent_choice)
 
 
@@ -162,7 +183,9 @@ def resource_bounds(inst: Instance, resolved: dict[str, float]) -> dict[str, flo
     for kind, value in resolved.items():
         if kind == "throughput":
             if inst.output_len == 0:
-                raise ConfigError(f"search.throughput: scenario {inst.scenario!r} has output_len 0: no throughput to bound")
+                raise ConfigError(
+                    f"search.throughput: scenario {inst.scenario!r} has output_len 0: no throughput to bound"
+                )
             total = inst.batch * inst.output_len * 1000.0 / value
         else:
             total = value

@@ -18,8 +18,9 @@ import contextlib
 import gc
 import math
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,12 @@ SOLVER_INTERFACE = "pyomo.contrib.appsi (persistent)"
 GOAL = "objective"
 _INFEASIBLE = (TerminationCondition.infeasible, TerminationCondition.infeasibleOrUnbounded)
 # output_flag off: HiGHS's log lines otherwise cost a Python callback each
-_HIGHS_OPTIONS = {"mip_abs_gap": 0.0, "primal_feasibility_tolerance": 1e-9, "mip_feasibility_tolerance": 1e-9, "output_flag": False}
+_HIGHS_OPTIONS = {
+    "mip_abs_gap": 0.0,
+    "primal_feasibility_tolerance": 1e-9,
+    "mip_feasibility_tolerance": 1e-9,
+    "output_flag": False,
+}
 _HEURISTICS = ("mip_heuristic_run_rins", "mip_heuristic_run_rens", "mip_heuristic_run_root_reduced_cost")
 
 
@@ -96,11 +102,13 @@ class _Model:
     """One Pyomo model of the program over the kept options with its persistent HiGHS solver;
     binary for the MIP, continuous in [0, 1] for its LP relaxation."""
 
-    def __init__(self, mip: "Mip", relaxed: bool) -> None:
+    def __init__(self, mip: Mip, relaxed: bool) -> None:
         self.mip = mip
         m = self.model = pe.ConcreteModel()
         m.x = pe.Var(range(len(mip.kept)), domain=pe.Reals if relaxed else pe.Binary, bounds=(0, 1))
-        m.one = pe.Constraint(range(mip.num_layers), rule=lambda _, i: self.linear(np.ones(len(mip.members[i])), mip.members[i]) == 1)
+        m.one = pe.Constraint(
+            range(mip.num_layers), rule=lambda _, i: self.linear(np.ones(len(mip.members[i])), mip.members[i]) == 1
+        )
         m.bound = pe.Param(list(mip.resources), mutable=True, initialize=0.0)
         m.cap = pe.Constraint(list(mip.resources), rule=lambda _, r: self.linear(mip.coefs[r]) <= m.bound[r])
         m.goal = pe.Objective(list(mip.coefs), rule=lambda _, k: self.linear(mip.coefs[k]))
@@ -119,7 +127,9 @@ class _Model:
     def linear(self, coefs: np.ndarray, positions: Sequence[int] | None = None) -> LinearExpression:
         x = self.model.x
         pos = range(len(coefs)) if positions is None else positions
-        return LinearExpression(constant=0.0, linear_coefs=[float(c) for c in coefs], linear_vars=[x[int(p)] for p in pos])
+        return LinearExpression(
+            constant=0.0, linear_coefs=[float(c) for c in coefs], linear_vars=[x[int(p)] for p in pos]
+        )
 
     def set(self, bounds: dict[str, float], goal: str, previous: Sequence[np.ndarray], min_diff: int) -> None:
         m = self.model
@@ -207,7 +217,9 @@ class Mip:
         if unknown:
             raise ValueError(f"bounds on {sorted(unknown)} but the model has resources {sorted(self.resources)}")
         if len(previous) > self.max_previous:
-            raise ValueError(f"{len(previous)} earlier solutions but the model was reduced for at most {self.max_previous}")
+            raise ValueError(
+                f"{len(previous)} earlier solutions but the model was reduced for at most {self.max_previous}"
+            )
         goal = GOAL if minimize is None else minimize
         finite = {r: float(b) for r, b in bounds.items() if math.isfinite(b)}
         key = (goal, min_diff if len(previous) else 0, *(tuple(map(int, p)) for p in previous))
@@ -229,7 +241,12 @@ class Mip:
         return res is None or all(self.resources[r][res.choice].sum() <= b for r, b in bounds.items())
 
     def _solve(
-        self, bounds: dict[str, float], goal: str, previous: Sequence[np.ndarray], min_diff: int, start: np.ndarray | None,
+        self,
+        bounds: dict[str, float],
+        goal: str,
+        previous: Sequence[np.ndarray],
+        min_diff: int,
+        start: np.ndarray | None,
     ) -> Result | None:
         scaled = {r: b * self.scale[r] for r, b in bounds.items()}
         with _no_gc():
@@ -265,7 +282,11 @@ class Mip:
         to a kept option no more costly in any resource (so every bound still holds) and unlike
         every earlier solution's pick in that layer."""
         objective = self.coefs[GOAL]
-        costs = np.column_stack([self.coefs[r] for r in self.resources]) if self.resources else np.zeros((len(self.kept), 0))
+        costs = (
+            np.column_stack([self.coefs[r] for r in self.resources])
+            if self.resources
+            else np.zeros((len(self.kept), 0))
+        )
         taken = np.array(previous)  # (solutions, layers) option indices
         swaps = []  # (objective increase, layer, kept position)
         for layer, members in enumerate(self.members):
@@ -284,7 +305,12 @@ class Mip:
         return start
 
     def _branch(
-        self, goal: str, bound: float, reduced: np.ndarray, incumbent: np.ndarray | None, heuristics: bool,
+        self,
+        goal: str,
+        bound: float,
+        reduced: np.ndarray,
+        incumbent: np.ndarray | None,
+        heuristics: bool,
     ) -> tuple[np.ndarray, str] | None:
         """Solve the MIP over the options whose reduced cost leaves them a chance to beat the
         incumbent; without one, guess a gap and widen it until the answer proves itself."""
@@ -325,20 +351,36 @@ class Mip:
         positions = np.flatnonzero([values[m.x[p]] > 0.5 for p in range(len(self.kept))])
         if len(positions) != self.num_layers or set(self.layer_of[positions]) != set(range(self.num_layers)):
             raise SolverError("HiGHS returned a point that does not pick one option per layer")
-        return positions, {TerminationCondition.optimal: "optimal", TerminationCondition.maxTimeLimit: "time_limit"}.get(tc, tc.name)
+        return positions, {
+            TerminationCondition.optimal: "optimal",
+            TerminationCondition.maxTimeLimit: "time_limit",
+        }.get(tc, tc.name)
 
     def _incumbent(
-        self, goal: str, scaled: dict[str, float], frac: np.ndarray, reduced: np.ndarray, bound: float,
-        previous: Sequence[np.ndarray], min_diff: int, start: np.ndarray | None,
+        self,
+        goal: str,
+        scaled: dict[str, float],
+        frac: np.ndarray,
+        reduced: np.ndarray,
+        bound: float,
+        previous: Sequence[np.ndarray],
+        min_diff: int,
+        start: np.ndarray | None,
     ) -> np.ndarray | None:
         """A feasible point to start from (positions of kept options): the better of the caller's
         start and the LP solution rounded and repaired, then improved by one- and two-layer swaps."""
         costs = np.column_stack([self.coefs[r] for r in scaled]) if scaled else np.zeros((len(self.kept), 0))
-        prev = np.array([[self.pos.get(int(j), -1) for j in p] for p in previous]).reshape(len(previous), self.num_layers)
-        search = _LocalSearch(self.layer_of, self.coefs[goal], costs, np.array(list(scaled.values())), prev, self.num_layers - min_diff)
+        prev = np.array([[self.pos.get(int(j), -1) for j in p] for p in previous]).reshape(
+            len(previous), self.num_layers
+        )
+        search = _LocalSearch(
+            self.layer_of, self.coefs[goal], costs, np.array(list(scaled.values())), prev, self.num_layers - min_diff
+        )
         cands = [search.repair(np.array([mem[np.argmax(frac[mem])] for mem in self.members]))]
         if start is not None and all(int(j) in self.pos for j in start):
-            cands.append(search.repair(np.array([self.pos[int(j)] for j in start])))  # a looser budget's optimum may not fit
+            cands.append(
+                search.repair(np.array([self.pos[int(j)] for j in start]))
+            )  # a looser budget's optimum may not fit
         ok = [c for c in cands if c is not None and search.feasible(c)]
         if not ok:
             return None
@@ -352,7 +394,9 @@ class _LocalSearch:
     """Swaps on a choice (kept positions, one per layer) that keep it inside the bounds and unlike
     every earlier solution in enough layers: a cheap, good incumbent for HiGHS to start from."""
 
-    def __init__(self, layer: np.ndarray, coefs: np.ndarray, costs: np.ndarray, ub: np.ndarray, prev: np.ndarray, limit: int) -> None:
+    def __init__(
+        self, layer: np.ndarray, coefs: np.ndarray, costs: np.ndarray, ub: np.ndarray, prev: np.ndarray, limit: int
+    ) -> None:
         self.layer, self.coefs, self.costs, self.ub = layer, coefs, costs, ub
         self.prev, self.limit = prev, limit  # earlier solutions (positions) and most layers shared with each
         self.scale = np.where(ub > 0, ub, 1.0)
@@ -426,7 +470,9 @@ def _close(a: float, b: float, rel_tol: float) -> bool:
     return math.isclose(a, b, rel_tol=rel_tol, abs_tol=rel_tol)
 
 
-def verify(solution: dict[str, Any], scores: pd.DataFrame, costs: pd.DataFrame, rel_tol: float = 1e-9) -> dict[str, float]:
+def verify(
+    solution: dict[str, Any], scores: pd.DataFrame, costs: pd.DataFrame, rel_tol: float = 1e-9
+) -> dict[str, float]:
     """Recompute a solution's objective and costs from the raw tables, row by row in plain python
     (not the solver's arrays), and check them against its claims and its constraints.
 
@@ -438,7 +484,9 @@ def verify(solution: dict[str, Any], scores: pd.DataFrame, costs: pd.DataFrame, 
     metric = solution["metric"]
     parent = (solution["parent"]["attention"], solution["parent"]["ffn"])
     # only the metric's column: whole records of every composition would cost more than the check
-    score = {(int(i), a, f): v for i, a, f, v in zip(scores["layer"], scores["attention"], scores["ffn"], scores[metric])}
+    score = {
+        (int(i), a, f): v for i, a, f, v in zip(scores["layer"], scores["attention"], scores["ffn"], scores[metric])
+    }
     per_layer = "layer" in costs.columns
     sub = costs[(costs["scenario"] == sc["name"]) & (costs["batch"] == batch)]
     cost_row = {
@@ -453,7 +501,9 @@ def verify(solution: dict[str, Any], scores: pd.DataFrame, costs: pd.DataFrame, 
     for i, block in enumerate(layers):
         row, base = score.get((i, block["attention"], block["ffn"])), score.get((i, *parent))
         if row is None or base is None:
-            problems.append(f"layer {i}: {block['attention']}+{block['ffn']} (or the parent's pair) is not in the scores")
+            problems.append(
+                f"layer {i}: {block['attention']}+{block['ffn']} (or the parent's pair) is not in the scores"
+            )
             continue
         objective += row - base
         for kind in ("attention", "ffn"):
@@ -466,12 +516,22 @@ def verify(solution: dict[str, Any], scores: pd.DataFrame, costs: pd.DataFrame, 
             params += c["param_bytes"]
             kv += c["kv_bytes_per_token"]
     for c in (r for (kind, _, _), r in cost_row.items() if kind == "non_block"):
-        prefill, decode, params, kv = prefill + c["prefill_ms"], decode + c["decode_ms"], params + c["param_bytes"], kv + c["kv_bytes_per_token"]
+        prefill, decode, params, kv = (
+            prefill + c["prefill_ms"],
+            decode + c["decode_ms"],
+            params + c["param_bytes"],
+            kv + c["kv_bytes_per_token"],
+        )
     time_ms = prefill + output_len * decode
     memory = params + batch * (input_len + output_len) * kv
     got = {
-        "memory_bytes": memory, "param_bytes": params, "kv_cache_bytes": memory - params, "time_ms": time_ms,
-        "prefill_ms": prefill, "decode_ms": decode, "latency_ms": time_ms,
+        "memory_bytes": memory,
+        "param_bytes": params,
+        "kv_cache_bytes": memory - params,
+        "time_ms": time_ms,
+        "prefill_ms": prefill,
+        "decode_ms": decode,
+        "latency_ms": time_ms,
         "throughput_tok_s": batch * output_len / (time_ms / 1000.0) if time_ms > 0 else math.inf,
     }
     for key, value in got.items():
@@ -481,10 +541,14 @@ def verify(solution: dict[str, Any], scores: pd.DataFrame, costs: pd.DataFrame, 
     if not _close(float(solution["objective"]), objective, rel_tol):
         problems.append(f"objective = {solution['objective']} but the tables give {objective}")
     for kind, con in solution.get("constraints", {}).items():
-        have = got["throughput_tok_s" if kind == "throughput" else "memory_bytes" if kind == "memory" else "latency_ms"]
+        have = got[
+            "throughput_tok_s" if kind == "throughput" else "memory_bytes" if kind == "memory" else "latency_ms"
+        ]
         ok = have >= con["value"] * (1 - rel_tol) if kind == "throughput" else have <= con["value"] * (1 + rel_tol)
         if not ok:
-            problems.append(f"constraint {kind} {'>=' if kind == 'throughput' else '<='} {con['value']} violated: {have}")
+            problems.append(
+                f"constraint {kind} {'>=' if kind == 'throughput' else '<='} {con['value']} violated: {have}"
+            )
     if problems:
         raise VerificationError("solution does not verify: " + "; ".join(problems))
     return got

@@ -19,7 +19,8 @@ _LAYER = re.compile(r"^layer_(\d+)$")
 
 
 def _nvlabs_variant(kind: str, text: str, stats: dict[str, Any]) -> str:
-    """'attention = 8 kv heads (parent * 100%)' -> attn_kv8; 'ffn = intermediate size 14e3 (parent * 50%)' -> ffn_50."""
+    """'attention = 8 kv heads (parent * 100%)' -> attn_kv8;
+    'ffn = intermediate size 14e3 (parent * 50%)' -> ffn_50."""
     if "no_op" in text:
         return ATTN_NOOP if kind == "attention" else FFN_NOOP
     if "linear" in text:
@@ -60,23 +61,55 @@ def nvlabs_tables(library: dict[str, Any], measurement: dict[str, Any]) -> tuple
                 attn_text, ffn_text = (t.strip() for t in name.split("&&"))
                 stats, metrics = entry["stats"], entry["metrics"]
                 attn, ffn = _nvlabs_variant("attention", attn_text, stats), _nvlabs_variant("ffn", ffn_text, stats)
-                score_rows.append({"layer": layer, "attention": attn, "ffn": ffn, "kl": float(metrics["kl_div"]),
-                                   "lm_loss": float(metrics.get("lm_loss", math.nan)), "token_acc": math.nan})
+                score_rows.append(
+                    {
+                        "layer": layer,
+                        "attention": attn,
+                        "ffn": ffn,
+                        "kl": float(metrics["kl_div"]),
+                        "lm_loss": float(metrics.get("lm_loss", math.nan)),
+                        "token_acc": math.nan,
+                    }
+                )
                 for kind, variant in (("attention", attn), ("ffn", ffn)):
                     mem = int(round(float(stats[f"{kind}_memory_mib"]) * 2**20))
                     params = int(stats[f"{kind}_num_params"]) * (per_param or 0)
                     kv = (mem - params) // (batch * seq) if kind == "attention" and per_param else 0
-                    row = {"prefill_ms": float(stats[f"{kind}_runtime_ms"]), "param_bytes": mem - kv * batch * seq, "kv_bytes_per_token": kv}
+                    row = {
+                        "prefill_ms": float(stats[f"{kind}_runtime_ms"]),
+                        "param_bytes": mem - kv * batch * seq,
+                        "kv_bytes_per_token": kv,
+                    }
                     old = cost_rows.setdefault((kind, variant, layer), row)
                     if old != row:
-                        raise ConfigError(f"nvlabs library: layer {layer} {kind} {variant}: different stats in different blocks")
+                        raise ConfigError(
+                            f"nvlabs library: layer {layer} {kind} {variant}: different stats in different blocks"
+                        )
             except (KeyError, ValueError, AttributeError) as e:
-                raise ConfigError(f"nvlabs library: {layer_key} / {name!r}: expected stats and metrics as in NVlabs/puzzle ({e})") from None
+                raise ConfigError(
+                    f"nvlabs library: {layer_key} / {name!r}: expected stats and metrics as in NVlabs/puzzle ({e})"
+                ) from None
     scores = check_scores(pd.DataFrame(score_rows))
-    base = {"scenario": "nvlabs", "batch": batch, "input_len": 0, "output_len": seq, "decode_ms": 0.0,
-            "device": measurement.get("gpu", ""), "dtype": dtype}
+    base = {
+        "scenario": "nvlabs",
+        "batch": batch,
+        "input_len": 0,
+        "output_len": seq,
+        "decode_ms": 0.0,
+        "device": measurement.get("gpu", ""),
+        "dtype": dtype,
+    }
     rows = [{"kind": k, "variant": v, "layer": layer, **base, **r} for (k, v, layer), r in sorted(cost_rows.items())]
-    rows.append({"kind": "non_block", "variant": "non_block", "layer": -1, **base,
-                 "prefill_ms": 0.0, "param_bytes": 0, "kv_bytes_per_token": 0})
+    rows.append(
+        {
+            "kind": "non_block",
+            "variant": "non_block",
+            "layer": -1,
+            **base,
+            "prefill_ms": 0.0,
+            "param_bytes": 0,
+            "kv_bytes_per_token": 0,
+        }
+    )
     costs = check_costs(pd.DataFrame(rows)[COST_COLUMNS + ["layer", "device", "dtype"]])
     return scores, costs

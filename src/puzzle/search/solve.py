@@ -87,13 +87,22 @@ class Search:
         key = (batch, space, max_previous)
         if key not in self._mips:
             inst = self.instances[batch]
-            objective = -inst.options["param_bytes"].to_numpy() if space == "max_params" else inst.options["objective"].to_numpy()
+            objective = (
+                -inst.options["param_bytes"].to_numpy()
+                if space == "max_params"
+                else inst.options["objective"].to_numpy()
+            )
             allowed = baselines.noop_only_mask(inst) if space == "noop_only" else None
             # Most parameters under a memory bound is subset-sum-like: exact proofs can take minutes
             gap = max(self.mip_gap, MAX_PARAMS_GAP) if space == "max_params" else self.mip_gap
             self._mips[key] = Mip(
-                inst.group, objective, {r: inst.resource(r) for r in self.resources}, allowed=allowed,
-                max_previous=max_previous, time_limit_s=self.time_limit_s, mip_gap=gap,
+                inst.group,
+                objective,
+                {r: inst.resource(r) for r in self.resources},
+                allowed=allowed,
+                max_previous=max_previous,
+                time_limit_s=self.time_limit_s,
+                mip_gap=gap,
             )
         return self._mips[key]
 
@@ -103,21 +112,38 @@ class Search:
     # ---- one batch ------------------------------------------------------------------------------
 
     def _solve_batch(
-        self, method: str, batch: int, bounds: dict[str, float], previous: list[np.ndarray], min_diff: int,
-        max_previous: int, seed: int, random_samples: int,
+        self,
+        method: str,
+        batch: int,
+        bounds: dict[str, float],
+        previous: list[np.ndarray],
+        min_diff: int,
+        max_previous: int,
+        seed: int,
+        random_samples: int,
     ) -> Found | None:
         inst = self.instances[batch]
         t0 = time.perf_counter()
         if method in MIP_METHODS:
             mip = self.mip(batch, method, max_previous)
-            start = mip.diverse_start(previous[-1], previous, min_diff) if previous else self._last.get((batch, method))
+            start = (
+                mip.diverse_start(previous[-1], previous, min_diff) if previous else self._last.get((batch, method))
+            )
             res = mip.solve(bounds, previous, min_diff, start=start)
             if res is None:
                 return None
             self._last[(batch, method)] = res.choice
-            solver = {"name": SOLVER_NAME, "interface": SOLVER_INTERFACE, "status": res.status, "solve_time_s": res.solve_time_s,
-                      "build_time_s": mip.setup_time_s, "options_kept": len(mip.kept), "options": len(inst.options),
-                      "mip_gap": mip.mip_gap, "time_limit_s": self.time_limit_s}
+            solver = {
+                "name": SOLVER_NAME,
+                "interface": SOLVER_INTERFACE,
+                "status": res.status,
+                "solve_time_s": res.solve_time_s,
+                "build_time_s": mip.setup_time_s,
+                "options_kept": len(mip.kept),
+                "options": len(inst.options),
+                "mip_gap": mip.mip_gap,
+                "time_limit_s": self.time_limit_s,
+            }
             return Found(res.choice, res.objective, solver)
         extra: dict[str, Any] = {}
         if method == "greedy":
@@ -148,7 +174,10 @@ class Search:
         if method not in METHODS:
             raise ConfigError(f"search.method = {method!r}: expected one of {list(METHODS)}")
         if num_solutions > 1 and method not in MIP_METHODS:
-            raise ConfigError(f"search.num_solutions = {num_solutions}: expected 1 for method {method!r} (several need a MIP method {list(MIP_METHODS)})")
+            raise ConfigError(
+                f"search.num_solutions = {num_solutions}: expected 1 for method {method!r} "
+                f"(several need a MIP method {list(MIP_METHODS)})"
+            )
         unknown = {RESOURCE_OF[k] for k in targets} - set(self.resources)
         if unknown:
             raise ValueError(f"targets on {sorted(unknown)} but this Search was built for {self.resources}")
@@ -161,19 +190,32 @@ class Search:
             best: tuple[int, Found] | None = None
             tried = []
             for b in self.batches:
-                found = self._solve_batch(method, b, bounds[b], previous, min_diff, num_solutions - 1, seed, random_samples)
-                tried.append({"batch": b, "status": found.solver["status"] if found else "infeasible",
-                              "objective": self.instances[b].objective(found.choice) if found else None})
+                found = self._solve_batch(
+                    method, b, bounds[b], previous, min_diff, num_solutions - 1, seed, random_samples
+                )
+                tried.append(
+                    {
+                        "batch": b,
+                        "status": found.solver["status"] if found else "infeasible",
+                        "objective": self.instances[b].objective(found.choice) if found else None,
+                    }
+                )
                 if found and (best is None or self._better(found, b, *best)):
                     best = (b, found)
             if best is None:
                 if k == 0:
                     raise self.explain_infeasible(method, targets, resolved)
-                print(f"search: found {k} solutions differing in >= {min_diff} layers (asked for {num_solutions})", file=sys.stderr)
+                print(
+                    f"search: found {k} solutions differing in >= {min_diff} layers (asked for {num_solutions})",
+                    file=sys.stderr,
+                )
                 break
             b, found = best
             if found.solver["status"] not in ("optimal", "feasible"):  # feasible: a baseline's answer
-                print(f"search: HiGHS stopped early ({found.solver['status']}); solution {k} may not be optimal", file=sys.stderr)
+                print(
+                    f"search: HiGHS stopped early ({found.solver['status']}); solution {k} may not be optimal",
+                    file=sys.stderr,
+                )
             record = self.record(method, b, found, targets, resolved[b], tried)
             if num_solutions > 1:
                 record.update(solution_index=k, diversity=diversity, min_layers_differing=min_diff)
@@ -195,7 +237,12 @@ class Search:
         return tput > self.instances[best_batch].totals(best.choice)["throughput_tok_s"]
 
     def record(
-        self, method: str, batch: int, found: Found, targets: dict[str, Target], resolved: dict[str, float],
+        self,
+        method: str,
+        batch: int,
+        found: Found,
+        targets: dict[str, Target],
+        resolved: dict[str, float],
         tried: list[dict[str, Any]],
     ) -> dict[str, Any]:
         """The solution.json content of one architecture."""
@@ -207,44 +254,72 @@ class Search:
             "metric": self.metric,
             "sense": "maximize" if self.metric == "token_acc" else "minimize",
             "objective": inst.objective(found.choice),
-            "scenario": {"name": inst.scenario, "batch": batch, "input_len": inst.input_len, "output_len": inst.output_len},
+            "scenario": {
+                "name": inst.scenario,
+                "batch": batch,
+                "input_len": inst.input_len,
+                "output_len": inst.output_len,
+            },
             "constraints": {
-                k: {"requested": t.text, "value": resolved[k], "unit": UNIT_OF[k], "relative_to_parent": t.value if t.relative else None}
+                k: {
+                    "requested": t.text,
+                    "value": resolved[k],
+                    "unit": UNIT_OF[k],
+                    "relative_to_parent": t.value if t.relative else None,
+                }
                 for k, t in targets.items()
             },
             "costs": inst.totals(found.choice),
-            "parent": {"attention": self.pair[0], "ffn": self.pair[1], "objective": 0.0, "costs": self.parent_totals[batch]},
+            "parent": {
+                "attention": self.pair[0],
+                "ffn": self.pair[1],
+                "objective": 0.0,
+                "costs": self.parent_totals[batch],
+            },
             "num_layers": inst.num_layers,
             "layers": layers,
         }
         if self.parent_shape is not None:
-            out["block_configs"] = [block_config(x["attention"], x["ffn"], self.parent_shape, self.multiple_of) for x in layers]
+            out["block_configs"] = [
+                block_config(x["attention"], x["ffn"], self.parent_shape, self.multiple_of) for x in layers
+            ]
         out["solver"] = found.solver
         out["batches"] = tried
         return out
 
     # ---- infeasible budgets ----------------------------------------------------------------------
 
-    def explain_infeasible(self, method: str, targets: dict[str, Target], resolved: dict[int, dict[str, float]]) -> InfeasibleError:
+    def explain_infeasible(
+        self, method: str, targets: dict[str, Target], resolved: dict[int, dict[str, float]]
+    ) -> InfeasibleError:
         """Name the binding target(s) and the best value each could have: the least of its resource
         under the targets on other resources (a MIP per batch; the best batch wins)."""
-        asked = ", ".join(f"{k} {'>=' if k == 'throughput' else '<='} {t.text}" for k, t in targets.items()) or "no targets"
+        asked = (
+            ", ".join(f"{k} {'>=' if k == 'throughput' else '<='} {t.text}" for k, t in targets.items())
+            or "no targets"
+        )
         space = "noop_only" if method == "noop_only" else "mip"
         if method not in MIP_METHODS:
             for b in self.batches:
                 if self.mip(b, "mip").solve(resource_bounds(self.instances[b], resolved[b])) is not None:
-                    return InfeasibleError(f"method {method} found no architecture with {asked}, but the MIP does (at batch {b})", {})
+                    return InfeasibleError(
+                        f"method {method} found no architecture with {asked}, but the MIP does (at batch {b})", {}
+                    )
         best: dict[str, tuple[float, int]] = {}
         for alone in (False, True):  # first under the other targets, then (if none binds) each on its own
             for b in self.batches:
                 inst, mip = self.instances[b], self.mip(b, space)
                 for kind in targets:
-                    others = {} if alone else {k: v for k, v in resolved[b].items() if RESOURCE_OF[k] != RESOURCE_OF[kind]}
+                    others = (
+                        {} if alone else {k: v for k, v in resolved[b].items() if RESOURCE_OF[k] != RESOURCE_OF[kind]}
+                    )
                     res = mip.solve(resource_bounds(inst, others), minimize=RESOURCE_OF[kind])
                     if res is None:
                         continue
                     value = threshold_value(inst, kind, res.objective)
-                    if tighter(kind, resolved[b][kind], value) and (kind not in best or tighter(kind, value, best[kind][0])):
+                    if tighter(kind, resolved[b][kind], value) and (
+                        kind not in best or tighter(kind, value, best[kind][0])
+                    ):
                         best[kind] = (value, b)
             if best:
                 break
@@ -254,21 +329,30 @@ class Search:
         for kind, (value, b) in best.items():
             rel = value / self.parent_totals[b][TOTAL_OF[kind]]
             word = "largest" if kind == "throughput" else "smallest"
-            parts.append(f"{kind} {targets[kind].text} ({fmt(kind, resolved[b][kind])} at batch {b}) is binding: "
-                         f"the {word} feasible is {fmt(kind, value)} ({rel:.4f}x the parent) at batch {b}")
+            parts.append(
+                f"{kind} {targets[kind].text} ({fmt(kind, resolved[b][kind])} at batch {b}) is binding: "
+                f"the {word} feasible is {fmt(kind, value)} ({rel:.4f}x the parent) at batch {b}"
+            )
         space_note = " in the no-op-only space" if space == "noop_only" else ""
         return InfeasibleError(f"infeasible{space_note} with {asked}: " + "; ".join(parts), best)
 
     # ---- budget sweeps ---------------------------------------------------------------------------
 
     def sweep(
-        self, kind: str, points: list[Target], fixed: dict[str, Target], **run_kwargs: Any,
+        self,
+        kind: str,
+        points: list[Target],
+        fixed: dict[str, Target],
+        **run_kwargs: Any,
     ) -> list[list[dict[str, Any]] | InfeasibleError]:
         """One `run` per budget on `kind` (other targets fixed); results in the order given, solved
         loosest first: an optimum that still fits a tighter budget is its optimum too, with no solve."""
         first = self.batches[0]
-        order = sorted(range(len(points)), key=lambda i: points[i].resolve(self.parent_totals[first]),
-                       reverse=kind != "throughput")
+        order = sorted(
+            range(len(points)),
+            key=lambda i: points[i].resolve(self.parent_totals[first]),
+            reverse=kind != "throughput",
+        )
         results: list[Any] = [None] * len(points)
         for i in order:
             try:

@@ -50,23 +50,55 @@ def synthetic_tables(
             for v in names:
                 params, kv = attn_params(v) if kind == "attention" else (ffn_params(v), 0)
                 quad = 4.0 * batch * input_len**2 * hidden if kv else 0.0  # attention scores + values
-                rows.append({
-                    "kind": kind, "variant": v, "scenario": "synthetic", "batch": batch,
-                    "input_len": input_len, "output_len": output_len,
-                    "prefill_ms": 1e3 * (2 * params * batch * input_len + quad) / flops,
-                    "decode_ms": 1e3 * max(2 * params * batch / flops, (params + batch * ctx * kv) / bandwidth),
-                    "param_bytes": int(params), "kv_bytes_per_token": kv,
-                })
+                rows.append(
+                    {
+                        "kind": kind,
+                        "variant": v,
+                        "scenario": "synthetic",
+                        "batch": batch,
+                        "input_len": input_len,
+                        "output_len": output_len,
+                        "prefill_ms": 1e3 * (2 * params * batch * input_len + quad) / flops,
+                        "decode_ms": 1e3 * max(2 * params * batch / flops, (params + batch * ctx * kv) / bandwidth),
+                        "param_bytes": int(params),
+                        "kv_bytes_per_token": kv,
+                    }
+                )
         emb = 2.0 * 128256 * hidden
-        rows.append({"kind": "non_block", "variant": "non_block", "scenario": "synthetic", "batch": batch,
-                     "input_len": input_len, "output_len": output_len,
-                     "prefill_ms": 1e3 * emb * batch * input_len / flops,
-                     "decode_ms": 1e3 * max(emb * batch / flops, emb / 2 / bandwidth),
-                     "param_bytes": int(emb), "kv_bytes_per_token": 0})
+        rows.append(
+            {
+                "kind": "non_block",
+                "variant": "non_block",
+                "scenario": "synthetic",
+                "batch": batch,
+                "input_len": input_len,
+                "output_len": output_len,
+                "prefill_ms": 1e3 * emb * batch * input_len / flops,
+                "decode_ms": 1e3 * max(emb * batch / flops, emb / 2 / bandwidth),
+                "param_bytes": int(emb),
+                "kv_bytes_per_token": 0,
+            }
+        )
     costs = pd.DataFrame(rows)
-    a_base = {"attn_kv8": 0.0, "attn_kv4": 0.05, "attn_kv2": 0.12, "attn_kv1": 0.25, "attn_linear": 0.6, "attn_noop": 1.0}
-    f_base = {"ffn_100": 0.0, "ffn_87": 0.03, "ffn_75": 0.08, "ffn_50": 0.2, "ffn_25": 0.5, "ffn_20": 0.6,
-              "ffn_10": 0.8, "ffn_linear": 1.5, "ffn_noop": 2.5}
+    a_base = {
+        "attn_kv8": 0.0,
+        "attn_kv4": 0.05,
+        "attn_kv2": 0.12,
+        "attn_kv1": 0.25,
+        "attn_linear": 0.6,
+        "attn_noop": 1.0,
+    }
+    f_base = {
+        "ffn_100": 0.0,
+        "ffn_87": 0.03,
+        "ffn_75": 0.08,
+        "ffn_50": 0.2,
+        "ffn_25": 0.5,
+        "ffn_20": 0.6,
+        "ffn_10": 0.8,
+        "ffn_linear": 1.5,
+        "ffn_noop": 2.5,
+    }
     sens_a = rng.lognormal(0.0, 1.0, num_layers) * 0.1
     sens_f = rng.lognormal(0.0, 1.0, num_layers) * 0.1
     score_rows = []
@@ -74,8 +106,19 @@ def synthetic_tables(
         for a in attention:
             for f in ffn:
                 noise = rng.uniform(0.8, 1.2)
-                kl = 0.0 if (a, f) == (attention[0], ffn[0]) else noise * (sens_a[layer] * a_base.get(a, 0.5) + sens_f[layer] * f_base.get(f, 0.5))
-                score_rows.append({"layer": layer, "attention": a, "ffn": f, "kl": kl,
-                                   "lm_loss": 2.0 + 0.5 * kl * rng.uniform(0.9, 1.1),
-                                   "token_acc": 0.5 - 0.1 * kl * rng.uniform(0.9, 1.1)})
+                kl = (
+                    0.0
+                    if (a, f) == (attention[0], ffn[0])
+                    else noise * (sens_a[layer] * a_base.get(a, 0.5) + sens_f[layer] * f_base.get(f, 0.5))
+                )
+                score_rows.append(
+                    {
+                        "layer": layer,
+                        "attention": a,
+                        "ffn": f,
+                        "kl": kl,
+                        "lm_loss": 2.0 + 0.5 * kl * rng.uniform(0.9, 1.1),
+                        "token_acc": 0.5 - 0.1 * kl * rng.uniform(0.9, 1.1),
+                    }
+                )
     return check_scores(pd.DataFrame(score_rows)), check_costs(costs)

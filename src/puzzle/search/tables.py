@@ -28,8 +28,16 @@ from puzzle.config import ConfigError
 METRICS = ("kl", "lm_loss", "token_acc")
 SCORE_COLUMNS = ["layer", "attention", "ffn", *METRICS]
 COST_COLUMNS = [
-    "kind", "variant", "scenario", "batch", "input_len", "output_len",
-    "prefill_ms", "decode_ms", "param_bytes", "kv_bytes_per_token",
+    "kind",
+    "variant",
+    "scenario",
+    "batch",
+    "input_len",
+    "output_len",
+    "prefill_ms",
+    "decode_ms",
+    "param_bytes",
+    "kv_bytes_per_token",
 ]
 COST_VALUES = ["prefill_ms", "decode_ms", "param_bytes", "kv_bytes_per_token"]
 # KL(parent || model) >= 0; scoring sums per-token differences of log-sums in floating point, so an
@@ -57,7 +65,9 @@ def _numbers(frame: pd.DataFrame, col: str, what: str) -> pd.Series:
     values = pd.to_numeric(frame[col], errors="coerce")
     bad = values.isna() & frame[col].notna()
     if bad.any():
-        raise ConfigError(f"{what}: column {col} = {frame.loc[bad, col].iloc[0]!r} in row {int(np.argmax(bad))}: expected a number")
+        raise ConfigError(
+            f"{what}: column {col} = {frame.loc[bad, col].iloc[0]!r} in row {int(np.argmax(bad))}: expected a number"
+        )
     return values
 
 
@@ -82,7 +92,10 @@ def check_scores(scores: pd.DataFrame) -> pd.DataFrame:
             continue
         if missing.any() or (col in METRICS and not np.isfinite(s[col]).all()):
             bad = missing if missing.any() else ~np.isfinite(s[col])
-            raise ConfigError(f"scores: column {col} is missing or not finite in {_row(s, bad)}: expected a value in every row (file cut short?)")
+            raise ConfigError(
+                f"scores: column {col} is missing or not finite in {_row(s, bad)}: "
+                "expected a value in every row (file cut short?)"
+            )
     if (s["layer"] % 1 != 0).any() or (s["layer"] < 0).any():
         raise ConfigError(f"scores: {_row(s, (s['layer'] % 1 != 0) | (s['layer'] < 0))}: expected a layer index >= 0")
     negative = s["kl"] < -KL_TOLERANCE
@@ -110,10 +123,16 @@ def check_complete(scores: pd.DataFrame, num_layers: int | None = None) -> None:
     for layer, comps in have.items():
         if comps != every:
             lost = sorted(every - comps)[:3]
-            raise ConfigError(f"scores: layer {layer} lacks {len(every - comps)} of the {len(every)} compositions the other layers have, "
-                              f"e.g. {['+'.join(c) for c in lost]}: expected every layer x variant of the library")
+            raise ConfigError(
+                f"scores: layer {layer} lacks {len(every - comps)} of the {len(every)} compositions "
+                "the other layers have, "
+                f"e.g. {['+'.join(c) for c in lost]}: expected every layer x variant of the library"
+            )
     if num_layers is not None and len(have) != num_layers:
-        raise ConfigError(f"scores: {len(have)} layers but the parent has num_hidden_layers = {num_layers}: expected a score for every layer")
+        raise ConfigError(
+            f"scores: {len(have)} layers but the parent has num_hidden_layers = {num_layers}: "
+            "expected a score for every layer"
+        )
 
 
 def check_costs(costs: pd.DataFrame) -> pd.DataFrame:
@@ -137,7 +156,9 @@ def check_costs(costs: pd.DataFrame) -> pd.DataFrame:
         # non_block rows carry no layer; block rows must
         blocks = c["kind"] != "non_block"
         if c.loc[blocks, "layer"].isna().any():
-            raise ConfigError("costs: column layer is empty in some attention/ffn rows: expected a layer per row or no layer column")
+            raise ConfigError(
+                "costs: column layer is empty in some attention/ffn rows: expected a layer per row or no layer column"
+            )
         c["layer"] = c["layer"].fillna(-1).astype(int)
     key = ["kind", "variant", "scenario", "batch"] + (["layer"] if "layer" in c.columns else [])
     dup = c.duplicated(key)
@@ -150,8 +171,10 @@ def check_costs(costs: pd.DataFrame) -> pd.DataFrame:
     for scenario, batch in c.groupby(["scenario", "batch"]).size().index:
         n = int(non_block.get((scenario, batch), 0))
         if n != 1:
-            raise ConfigError(f"costs: {n} non_block rows for scenario {scenario!r} batch {batch}: expected one (the embeddings, "
-                              "final norm and LM head) at every scenario and batch")
+            raise ConfigError(
+                f"costs: {n} non_block rows for scenario {scenario!r} batch {batch}: expected one (the embeddings, "
+                "final norm and LM head) at every scenario and batch"
+            )
     return c
 
 

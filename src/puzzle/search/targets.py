@@ -23,7 +23,18 @@ UNIT_OF = {"throughput": "tok/s", "memory": "bytes", "latency": "ms"}
 # the whole-model total (Instance.totals) that each kind of target bounds
 TOTAL_OF = {"throughput": "throughput_tok_s", "memory": "memory_bytes", "latency": "latency_ms"}
 
-_SIZE = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_SIZE = {
+    "": 1,
+    "b": 1,
+    "kb": 1e3,
+    "mb": 1e6,
+    "gb": 1e9,
+    "tb": 1e12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 _NUMBER = r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 _UNIT_RE = {
     "memory": (re.compile(rf"^{_NUMBER}\s*([kmgt]i?b|b)?$", re.I), "bytes or a size like 80GiB / 512MiB / 40GB"),
