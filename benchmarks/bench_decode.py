@@ -90,8 +90,8 @@ def main() -> None:
     print(f"decode on CPU, {torch.get_num_threads()} threads, batch {args.batch}, prompt {args.prompt_len}, "
           f"{args.new_tokens} new tokens, median of {args.repeats}")
     layers = [
-        blocks.composition(blocks.attention_name_of(b["attention"], shape.num_attention_heads),
-                           blocks.ffn_name_of(b["ffn"], shape))
+        blocks.composition(blocks.attention_name_of(b.attention, shape.num_attention_heads),
+                           blocks.ffn_name_of(b.ffn, shape))
         for b in child.config.block_configs
     ]
     print(f"child layers: {', '.join(layers)}")

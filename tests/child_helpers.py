@@ -38,7 +38,7 @@ def write_solution(path: Path, parent_dir: Path, layers: list[tuple[str, str]]) 
         path,
         {
             "layers": [{"attention": a, "ffn": f} for a, f in layers],
-            "block_configs": [blocks.block_config(a, f, shape, mult) for a, f in layers],
+            "block_configs": [blocks.block_config(a, f, shape, mult).to_dict() for a, f in layers],
             "metric": "kl",
             "objective": 0.0,
             "scenario": SCENARIO,

@@ -182,7 +182,7 @@ def test_with_block_config_builds_a_variant_subblock():
     attn = DeciLMAttention(variant, 1)
     assert (attn.num_key_value_heads, attn.num_key_value_groups, attn.layer_idx) == (1, 4, 1)
     assert attn.k_proj.weight.shape == (HEAD_DIM, HIDDEN)
-    assert config.block_configs[1]["attention"]["no_op"]  # the original is untouched
+    assert config.block_configs[1].attention.no_op  # the original is untouched
     with pytest.raises(ValueError, match=r"block_configs\[1\]\.attention\.n_heads_in_group"):
         config.with_block_config(1, {"attention": {"n_heads_in_group": 3}, "ffn": {"no_op": True}})
 
@@ -199,7 +199,6 @@ def test_ffn_mult_round_trips_for_multiples_of_256(hidden):
     for width in range(256, 50_000, 256):
         mult = intermediate_size_to_ffn_mult(width, hidden)
         assert mult is not None and ffn_mult_to_intermediate_size(mult, hidden) == width
-        assert blocks.ffn_mult_to_intermediate_size(mult, hidden) == width  # the pipeline's copy agrees
 
 
 def test_published_ffn_mult_values():
@@ -213,14 +212,14 @@ def test_published_ffn_mult_values():
 
 def test_explicit_intermediate_size_is_honoured_and_ffn_mult_written_when_possible(tmp_path):
     config = make_config()
-    ffn = [b["ffn"] for b in config.block_configs]
-    assert ffn[0]["intermediate_size"] == 172 and "ffn_mult" not in ffn[0]  # 172 has no ffn_mult
-    assert ffn[4]["intermediate_size"] == 96 and "ffn_mult" not in ffn[4]
-    assert ffn[3]["ffn_mult"] == 6.0 and "intermediate_size" not in ffn[3]
+    ffn = [b.ffn for b in config.block_configs]
+    assert ffn[0].intermediate_size == 172 and ffn[0].ffn_mult is None  # 172 has no ffn_mult
+    assert ffn[4].intermediate_size == 96 and ffn[4].ffn_mult is None
+    assert ffn[3].ffn_mult == 6.0 and ffn[3].intermediate_size is None
     assert [config.intermediate_size_of(i) for i in range(6)] == [172, 0, 0, 256, 96, 0]
     # An explicit width that ffn_mult can express is written as ffn_mult.
     as_width = make_config([{"attention": {"n_heads_in_group": 1}, "ffn": {"intermediate_size": 512}}])
-    assert as_width.block_configs[0]["ffn"] == {"no_op": False, "replace_with_linear": False, "ffn_mult": 12.0}
+    assert as_width.block_configs[0].ffn.to_dict() == {"no_op": False, "replace_with_linear": False, "ffn_mult": 12.0}
     config.save_pretrained(tmp_path)
     written = json.loads((tmp_path / "config.json").read_text())["block_configs"]
     assert written[0]["ffn"] == {"intermediate_size": 172, "no_op": False, "replace_with_linear": False}
@@ -238,12 +237,11 @@ def test_block_vocabulary_entries_are_read_as_written():
     ]
     config = DeciLMConfig(hidden_size=256, num_attention_heads=4, num_hidden_layers=4, block_configs=entries)
     assert [config.num_key_value_heads_of(i) for i in range(4)] == [2, 1, 0, 0]
-    assert [config.intermediate_size_of(i) for i in range(2)] == [
-        blocks.ffn_intermediate_size(e["ffn"], 256) for e in entries[:2]
-    ] == [688, 256]
+    assert [config.intermediate_size_of(i) for i in range(2)] == [e.ffn.width(256) for e in entries[:2]] == [688, 256]
+    assert config.block_configs == entries  # the same objects back
     for entry, got in zip(entries, config.block_configs):
-        assert blocks.attention_name_of(got["attention"], 4) == blocks.attention_name_of(entry["attention"], 4)
-        assert blocks.ffn_name_of(got["ffn"], parent) == blocks.ffn_name_of(entry["ffn"], parent)
+        assert blocks.attention_name_of(got.attention, 4) == blocks.attention_name_of(entry.attention, 4)
+        assert blocks.ffn_name_of(got.ffn, parent) == blocks.ffn_name_of(entry.ffn, parent)
 
 
 def test_config_json_is_the_published_format(tmp_path):
@@ -265,7 +263,7 @@ def test_config_json_is_the_published_format(tmp_path):
         assert key in cfg, key
     assert [b["attention"]["n_heads_in_group"] for b in cfg["block_configs"]] == [2, None, None, 4, None, 1]
     assert {p.name for p in (tmp_path / "child").iterdir()} >= {
-        "config.json", "model.safetensors", "configuration_decilm.py", "modeling_decilm.py"
+        "config.json", "model.safetensors", "configuration_decilm.py", "modeling_decilm.py", "block_config.py"
     }
 
 
@@ -295,7 +293,8 @@ def test_reads_a_published_style_config_json(tmp_path):
     assert [config.num_key_value_heads_of(i) for i in range(2)] == [2, 0]
     assert [config.intermediate_size_of(i) for i in range(2)] == [256, 256]  # 3.0 -> int(128) rounds up to 256
     assert config.rope_parameters["rope_type"] == "llama3" and config.rope_parameters["rope_theta"] == 500000.0
-    assert config.block_configs[0]["attention"]["window_length"] is None  # published extras are kept
+    assert config.block_configs[0].attention.window_length is None  # published extras are kept
+    assert config.to_dict()["block_configs"] == published["block_configs"]
     model = AutoModelForCausalLM.from_config(config)
     assert type(model) is DeciLMForCausalLM and model.model.layers[1].self_attn is None
 

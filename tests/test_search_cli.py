@@ -55,7 +55,7 @@ def test_solution_file(tables, tmp_path):
     assert rec["solver"]["name"] == "highs" and rec["solver"]["status"] == "optimal" and rec["solver"]["solve_time_s"] > 0
     assert rec["scenario"]["batch"] in {b["batch"] for b in rec["batches"]} and rec["num_layers"] == 6 == len(rec["layers"])
     shape = ParentShape.from_config(json.loads((tables / "config.json").read_text()))
-    assert rec["block_configs"] == [block_config(x["attention"], x["ffn"], shape, 256) for x in rec["layers"]]
+    assert rec["block_configs"] == [block_config(x["attention"], x["ffn"], shape, 256).to_dict() for x in rec["layers"]]
     verify(rec, load_scores(tables / "scores.csv"), load_costs(tables / "costs.csv"))
     # without a parent config only the variant names are written
     assert search(tables, "--throughput", "1.5x", "--out", tmp_path / "plain.json") == 0

@@ -6,15 +6,25 @@ short stable name; its meaning is the published `block_configs` schema:
     attention: attn_kv{n} (GQA with n KV heads), attn_linear, attn_noop
     ffn:       ffn_{pct} (SwiGLU at pct% of the parent's width), ffn_linear, ffn_noop
 
-The parent's own subblocks are `attn_kv{parent_kv}` and `ffn_100`.
+The parent's own subblocks are `attn_kv{parent_kv}` and `ffn_100`. A Nemotron-NAS parent (a Puzzle child,
+or a published model such as Llama-3.3-Nemotron-Super-49B) is read per layer; its reference block, the one
+`attn_kv{n}` and `ffn_{pct}` are relative to, has its most KV heads and its widest FFN.
 This module imports no torch: the search plans from tables alone.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from puzzle.nemotron_nas.block_config import (
+    AttentionConfig,
+    BlockConfig,
+    FFNConfig,
+    intermediate_size_to_ffn_mult,
+)
 
 ATTN_LINEAR, ATTN_NOOP = "attn_linear", "attn_noop"
 FFN_LINEAR, FFN_NOOP = "ffn_linear", "ffn_noop"
@@ -24,45 +34,47 @@ _FFN_PCT = re.compile(r"^ffn_(\d+)$")
 
 @dataclass(frozen=True)
 class ParentShape:
-    """The few numbers of a Llama-family parent that the block vocabulary needs."""
+    """The few numbers of a Llama-family parent that the block vocabulary needs: its reference block (KV heads,
+    FFN width) and, for a Nemotron-NAS parent, each layer's own block."""
 
     hidden_size: int
     num_attention_heads: int
     num_key_value_heads: int
     intermediate_size: int
     num_hidden_layers: int
+    layers: tuple[BlockConfig, ...] = ()  # a Nemotron-NAS parent's blocks; () = every layer the reference block
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> "ParentShape":
-        """From an HF `config.json` dict (Llama-family or Nemotron-NAS with the parent's block 0)."""
-        return cls(
-            hidden_size=int(cfg["hidden_size"]),
-            num_attention_heads=int(cfg["num_attention_heads"]),
-            num_key_value_heads=int(cfg.get("num_key_value_heads") or cfg["num_attention_heads"]),
-            intermediate_size=int(cfg["intermediate_size"]),
-            num_hidden_layers=int(cfg["num_hidden_layers"]),
+    def from_config(cls, cfg: Mapping[str, Any]) -> "ParentShape":
+        """From an HF `config.json` dict: Llama-family, or Nemotron-NAS read per layer (`block_configs`)."""
+        hidden, heads, n = int(cfg["hidden_size"]), int(cfg["num_attention_heads"]), int(cfg["num_hidden_layers"])
+        if not cfg.get("block_configs"):
+            return cls(hidden, heads, int(cfg.get("num_key_value_heads") or heads), int(cfg["intermediate_size"]), n)
+        layers = tuple(
+            BlockConfig.from_dict(b, f"block_configs[{i}]", hidden, heads) for i, b in enumerate(cfg["block_configs"])
         )
+        if len(layers) != n:
+            raise ValueError(f"block_configs has {len(layers)} entries but num_hidden_layers={n}")
+        kv = max((b.attention.num_key_value_heads(heads) for b in layers), default=0)
+        width = max((b.ffn.width(hidden) for b in layers), default=0)
+        if not kv or not width:
+            raise ValueError(
+                "Nemotron-NAS parent: no layer has GQA attention or no layer has a SwiGLU FFN, so there is no "
+                "reference block to name variants by"
+            )
+        return cls(hidden, heads, kv, width, n, layers)
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
+    def reference_block(self) -> BlockConfig:
+        """The Llama block the variant names are relative to (`attn_kv{num_key_value_heads}` + `ffn_100`)."""
+        return block_config(*parent_variants(self), self)
 
-def round_up(x: int, multiple: int) -> int:
-    return ((x + multiple - 1) // multiple) * multiple
-
-
-def ffn_mult_to_intermediate_size(ffn_mult: float, hidden_size: int) -> int:
-    """The published formula (HF remote code, vLLM, TRT-LLM, llama.cpp all agree)."""
-    return round_up(int(2 * ffn_mult * hidden_size / 3), 256)
-
-
-def intermediate_size_to_ffn_mult(intermediate_size: int, hidden_size: int) -> float | None:
-    """Inverse of the formula, or None when the width cannot be expressed through `ffn_mult`."""
-    mult = 1.5 * intermediate_size / hidden_size
-    if ffn_mult_to_intermediate_size(mult, hidden_size) == intermediate_size:
-        return mult
-    return None
+    def blocks(self) -> tuple[BlockConfig, ...]:
+        """Each layer's own block."""
+        return self.layers or (self.reference_block(),) * self.num_hidden_layers
 
 
 def ffn_width(pct: int, parent: ParentShape, multiple: int) -> int:
@@ -119,68 +131,55 @@ def search_space(parent: ParentShape, space: dict[str, Any]) -> tuple[list[str],
     return attn, ffn
 
 
-def attention_config(variant: str, parent: ParentShape) -> dict[str, Any]:
+def attention_config(variant: str, parent: ParentShape) -> AttentionConfig:
     """Nemotron-NAS `attention` entry of a variant."""
-    base = {"n_heads_in_group": None, "no_op": False, "replace_with_linear": False}
     if variant == ATTN_NOOP:
-        return {**base, "no_op": True}
+        return AttentionConfig(no_op=True)
     if variant == ATTN_LINEAR:
-        return {**base, "replace_with_linear": True}
+        return AttentionConfig(replace_with_linear=True)
     m = _ATTN_KV.match(variant)
     if not m:
         raise ValueError(f"unknown attention variant {variant!r}")
     kv = int(m.group(1))
     if kv <= 0 or parent.num_attention_heads % kv:
         raise ValueError(f"{variant}: {kv} KV heads do not divide {parent.num_attention_heads} heads")
-    return {**base, "n_heads_in_group": parent.num_attention_heads // kv}
+    return AttentionConfig(n_heads_in_group=parent.num_attention_heads // kv)
 
 
-def ffn_config(variant: str, parent: ParentShape, multiple: int = 256) -> dict[str, Any]:
+def ffn_config(variant: str, parent: ParentShape, multiple: int = 256) -> FFNConfig:
     """Nemotron-NAS `ffn` entry: `ffn_mult` when the width round-trips, else `intermediate_size`."""
-    base = {"no_op": False, "replace_with_linear": False}
     if variant == FFN_NOOP:
-        return {"ffn_mult": None, **base, "no_op": True}
+        return FFNConfig(no_op=True)
     if variant == FFN_LINEAR:
-        return {"ffn_mult": None, **base, "replace_with_linear": True}
+        return FFNConfig(replace_with_linear=True)
     m = _FFN_PCT.match(variant)
     if not m:
         raise ValueError(f"unknown ffn variant {variant!r}")
     width = ffn_width(int(m.group(1)), parent, multiple)
     mult = intermediate_size_to_ffn_mult(width, parent.hidden_size)
-    if mult is not None:
-        return {"ffn_mult": mult, **base}
-    return {**base, "intermediate_size": width}
+    return FFNConfig(intermediate_size=width) if mult is None else FFNConfig(ffn_mult=mult)
 
 
-def block_config(attn: str, ffn: str, parent: ParentShape, multiple: int = 256) -> dict[str, Any]:
-    return {"attention": attention_config(attn, parent), "ffn": ffn_config(ffn, parent, multiple)}
+def block_config(attn: str, ffn: str, parent: ParentShape, multiple: int = 256) -> BlockConfig:
+    return BlockConfig(attention_config(attn, parent), ffn_config(ffn, parent, multiple))
 
 
-def attention_name_of(entry: dict[str, Any], num_attention_heads: int) -> str:
+def attention_name_of(entry: AttentionConfig, num_attention_heads: int) -> str:
     """Variant name of a Nemotron-NAS attention entry."""
-    if entry.get("no_op"):
+    if entry.no_op:
         return ATTN_NOOP
-    if entry.get("replace_with_linear"):
+    if entry.replace_with_linear:
         return ATTN_LINEAR
-    return attn_name(num_attention_heads // int(entry["n_heads_in_group"]))
+    return attn_name(entry.num_key_value_heads(num_attention_heads))
 
 
-def ffn_intermediate_size(entry: dict[str, Any], hidden_size: int) -> int:
-    """Width of a Nemotron-NAS ffn entry (explicit `intermediate_size` wins over `ffn_mult`)."""
-    if entry.get("intermediate_size") is not None:
-        return int(entry["intermediate_size"])
-    return ffn_mult_to_intermediate_size(float(entry["ffn_mult"]), hidden_size)
-
-
-def ffn_name_of(
-    entry: dict[str, Any], parent: ParentShape, candidates: list[str] = (), multiple: int = 256
-) -> str:
+def ffn_name_of(entry: FFNConfig, parent: ParentShape, candidates: list[str] = (), multiple: int = 256) -> str:
     """Variant name of a Nemotron-NAS ffn entry: the candidate of that width, else the width's %."""
-    if entry.get("no_op"):
+    if entry.no_op:
         return FFN_NOOP
-    if entry.get("replace_with_linear"):
+    if entry.replace_with_linear:
         return FFN_LINEAR
-    width = ffn_intermediate_size(entry, parent.hidden_size)
+    width = entry.width(parent.hidden_size)
     for name in candidates:
         pct = ffn_pct_of(name)
         if pct is not None and ffn_width(pct, parent, multiple) == width:

@@ -68,7 +68,8 @@ def device(name: str, peak_tflops: float | None = None, bandwidth_gbs: float | N
 
 @dataclass(frozen=True)
 class Arch:
-    """The parent's global shape (per-variant shapes follow from the variant name)."""
+    """The parent's global shape (per-variant shapes follow from the variant name) and, for a Nemotron-NAS
+    parent, each layer's own block (`blocks.ParentShape.layers`)."""
 
     hidden_size: int
     num_attention_heads: int
@@ -80,35 +81,31 @@ class Arch:
     tie_word_embeddings: bool = False
     attention_bias: bool = False
     mlp_bias: bool = False
+    layers: tuple[blocks.BlockConfig, ...] = ()
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> "Arch":
-        """From a Llama-family config.json dict (or a Nemotron-NAS one: its block 0 is read)."""
-        heads = int(cfg["num_attention_heads"])
-        hidden = int(cfg["hidden_size"])
-        kv, inter = cfg.get("num_key_value_heads"), cfg.get("intermediate_size")
-        if cfg.get("block_configs"):
-            b0 = cfg["block_configs"][0]
-            kv = heads // int(b0["attention"]["n_heads_in_group"])
-            inter = blocks.ffn_intermediate_size(b0["ffn"], hidden)
+        """From a Llama-family config.json dict, or a Nemotron-NAS one read per layer."""
+        shape = blocks.ParentShape.from_config(cfg)
         return cls(
-            hidden_size=hidden,
-            num_attention_heads=heads,
-            num_key_value_heads=int(kv or heads),
-            head_dim=int(cfg.get("head_dim") or hidden // heads),
-            intermediate_size=int(inter),
-            num_hidden_layers=int(cfg["num_hidden_layers"]),
+            hidden_size=shape.hidden_size,
+            num_attention_heads=shape.num_attention_heads,
+            num_key_value_heads=shape.num_key_value_heads,
+            head_dim=int(cfg.get("head_dim") or shape.head_dim),
+            intermediate_size=shape.intermediate_size,
+            num_hidden_layers=shape.num_hidden_layers,
             vocab_size=int(cfg["vocab_size"]),
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             attention_bias=bool(cfg.get("attention_bias", False)),
             mlp_bias=bool(cfg.get("mlp_bias", False)),
+            layers=shape.layers,
         )
 
     @property
     def shape(self) -> blocks.ParentShape:
         return blocks.ParentShape(
             self.hidden_size, self.num_attention_heads, self.num_key_value_heads,
-            self.intermediate_size, self.num_hidden_layers,
+            self.intermediate_size, self.num_hidden_layers, self.layers,
         )
 
 
@@ -133,7 +130,12 @@ def param_count(variant: str, arch: Arch, multiple: int = 256) -> int:
         q, kv = arch.num_attention_heads * arch.head_dim, blocks.kv_heads_of(variant) * arch.head_dim
         bias = (q + 2 * kv + h) if arch.attention_bias else 0
         return 2 * h * q + 2 * h * kv + bias + h
-    width = ffn_width(variant, arch, multiple)
+    return swiglu_params(ffn_width(variant, arch, multiple), arch)
+
+
+def swiglu_params(width: int, arch: Arch) -> int:
+    """Parameters of a SwiGLU FFN of this width, its norm included."""
+    h = arch.hidden_size
     return 3 * h * width + ((2 * width + h) if arch.mlp_bias else 0) + h
 
 
@@ -184,10 +186,13 @@ def decode_kv_len(input_len: int, output_len: int) -> int:
 
 
 def memory_needed(arch: Arch, batch: int, input_len: int, output_len: int, e: int) -> tuple[int, int]:
-    """(parameter bytes, KV-cache bytes) of the parent's architecture serving one batch of the scenario."""
-    parent_attn, parent_ffn = blocks.parent_variants(arch.shape)
-    params = param_count(NON_BLOCK, arch) + arch.num_hidden_layers * (
-        param_count(parent_attn, arch) + param_count(parent_ffn, arch)
-    )
-    kv = arch.num_hidden_layers * kv_bytes_per_token(parent_attn, arch, e) * batch * (input_len + output_len)
-    return params * e, kv
+    """(parameter bytes, KV-cache bytes) of the parent's architecture serving one batch of the scenario,
+    summed over its layers (each with its own block for a Nemotron-NAS parent)."""
+    params, kv_per_token = param_count(NON_BLOCK, arch), 0
+    for block in arch.shape.blocks():
+        attn = blocks.attention_name_of(block.attention, arch.num_attention_heads)
+        params += param_count(attn, arch)
+        width = block.ffn.width(arch.hidden_size)  # exact: a parent's width need not be a ffn_{pct} of its widest
+        params += swiglu_params(width, arch) if width else param_count(blocks.ffn_name_of(block.ffn, arch.shape), arch)
+        kv_per_token += kv_bytes_per_token(attn, arch, e)
+    return params * e, kv_per_token * batch * (input_len + output_len)

@@ -50,13 +50,13 @@ def needs_training(entry: str, parent: blocks.ParentShape) -> bool:
 
 
 def block_config(entry: str, parent: blocks.ParentShape, multiple: int) -> dict[str, Any]:
-    """The Nemotron-NAS entries this library entry fills: {"attention": ...}, {"ffn": ...} or both."""
+    """The Nemotron-NAS entries this library entry fills, as JSON: {"attention": ...}, {"ffn": ...} or both."""
     attn, ffn = subblocks(entry)
     out: dict[str, Any] = {}
     if attn is not None:
-        out["attention"] = blocks.attention_config(attn, parent)
+        out["attention"] = blocks.attention_config(attn, parent).to_dict()
     if ffn is not None:
-        out["ffn"] = blocks.ffn_config(ffn, parent, multiple)
+        out["ffn"] = blocks.ffn_config(ffn, parent, multiple).to_dict()
     return out
 
 

@@ -1,12 +1,11 @@
 """DeciLMConfig: the published Nemotron-NAS ("DeciLM", `model_type: nemotron-nas`) configuration.
 
-A Llama configuration whose per-layer shape lives in `block_configs`, one entry per layer:
+A Llama configuration whose per-layer shape lives in `block_configs`, one BlockConfig per layer (attribute
+objects, see block_config.py; config.json holds their `to_dict()`). The global `num_key_value_heads` and
+`intermediate_size` are null.
 
-    {"attention": {"n_heads_in_group": int | None, "no_op": bool, "replace_with_linear": bool},
-     "ffn":       {"ffn_mult": float | None, "no_op": bool, "replace_with_linear": bool}}
-
-The global `num_key_value_heads` and `intermediate_size` are null. An ffn entry may carry an explicit
-`intermediate_size` instead of `ffn_mult` (vLLM reads it) for widths that `ffn_mult` cannot express.
+Written so that transformers 4.x and 5.x readers (vLLM, TensorRT-LLM) both see `rope_scaling` and the dtype:
+config.json carries `rope_theta` + `rope_scaling` at top level and both `dtype` and `torch_dtype`.
 
 This file imports nothing from the puzzle pipeline: it ships as remote code next to a checkpoint.
 """
@@ -14,78 +13,21 @@ This file imports nothing from the puzzle pipeline: it ships as remote code next
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from transformers import PretrainedConfig
 
-_ATTENTION_DEFAULTS = {"n_heads_in_group": None, "no_op": False, "replace_with_linear": False}
-_FFN_DEFAULTS = {"no_op": False, "replace_with_linear": False}
-# Published fields that no released model uses; we reject them rather than silently ignore them.
-_UNSUPPORTED = {
-    "attention": (
-        "sparsify", "window_length", "num_sink_tokens", "use_prefill_window_in_sink_attention", "unshifted_sink"
-    ),
-    "ffn": ("sparsify",),
-}
+from .block_config import (
+    BlockConfig,
+    ffn_mult_to_intermediate_size,  # noqa: F401  (re-exported: the format's one width formula)
+    intermediate_size_to_ffn_mult,  # noqa: F401
+)
 
-
-def ffn_mult_to_intermediate_size(ffn_mult: float, hidden_size: int) -> int:
-    """The published formula (HF remote code, vLLM, TRT-LLM and llama.cpp agree)."""
-    width = int(2 * ffn_mult * hidden_size / 3)
-    return ((width + 255) // 256) * 256
-
-
-def intermediate_size_to_ffn_mult(intermediate_size: int, hidden_size: int) -> float | None:
-    """The `ffn_mult` that yields exactly this width, or None when no `ffn_mult` can express it."""
-    ffn_mult = 1.5 * intermediate_size / hidden_size
-    if ffn_mult_to_intermediate_size(ffn_mult, hidden_size) == intermediate_size:
-        return ffn_mult
-    return None
-
-
-def _flags(where: str, entry: dict[str, Any]) -> None:
-    if entry["no_op"] and entry["replace_with_linear"]:
-        raise ValueError(f"{where}: no_op and replace_with_linear are both set")
-    for key in _UNSUPPORTED[where.rsplit(".", 1)[-1]]:
-        if entry.get(key):
-            raise ValueError(f"{where}.{key}={entry[key]!r} is not supported (only null/false)")
-
-
-def _attention_entry(where: str, entry: Mapping[str, Any], num_attention_heads: int) -> dict[str, Any]:
-    entry = {**_ATTENTION_DEFAULTS, **entry}
-    _flags(where, entry)
-    if entry["no_op"] or entry["replace_with_linear"]:
-        return entry
-    group = entry["n_heads_in_group"]
-    if isinstance(group, bool) or not isinstance(group, int) or group <= 0 or num_attention_heads % group:
-        raise ValueError(
-            f"{where}.n_heads_in_group={group!r} does not divide num_attention_heads={num_attention_heads}"
-        )
-    return entry
-
-
-def _ffn_entry(where: str, entry: Mapping[str, Any], hidden_size: int) -> dict[str, Any]:
-    entry = {**_FFN_DEFAULTS, **entry}
-    _flags(where, entry)
-    if entry["no_op"] or entry["replace_with_linear"]:
-        return entry
-    width = entry.get("intermediate_size")
-    if width is None:
-        if entry.get("ffn_mult") is None:
-            raise ValueError(f"{where}.ffn_mult: missing (give ffn_mult or intermediate_size)")
-        width = ffn_mult_to_intermediate_size(float(entry["ffn_mult"]), hidden_size)
-    if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
-        raise ValueError(f"{where}.intermediate_size={width!r} is not a positive integer")
-    # Canonical form: `ffn_mult` whenever it expresses the width (every runtime reads it), else the exact width.
-    entry.pop("intermediate_size", None)
-    ffn_mult = intermediate_size_to_ffn_mult(width, hidden_size)
-    if ffn_mult is None:
-        entry.pop("ffn_mult", None)
-        entry["intermediate_size"] = width
-    else:
-        entry["ffn_mult"] = ffn_mult
-    return entry
+# transformers 5 keeps RoPE in `rope_parameters` and makes `rope_scaling` a property over it; in 4.x
+# `rope_scaling` is a plain attribute, and TensorRT-LLM (pinned to 4.x) reads only that.
+_ROPE_SCALING_IS_ALIAS = isinstance(getattr(PretrainedConfig, "rope_scaling", None), property)
 
 
 class DeciLMConfig(PretrainedConfig):
@@ -140,8 +82,9 @@ class DeciLMConfig(PretrainedConfig):
                 f"block_configs has {len(block_configs)} entries but num_hidden_layers={num_hidden_layers} "
                 "(one entry per layer)"
             )
-        self.block_configs = [
-            self._block_entry(i, block, hidden_size, num_attention_heads) for i, block in enumerate(block_configs)
+        self.block_configs: list[BlockConfig] = [
+            BlockConfig.from_dict(block, f"block_configs[{i}]", hidden_size, num_attention_heads)
+            for i, block in enumerate(block_configs)
         ]
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
@@ -165,35 +108,21 @@ class DeciLMConfig(PretrainedConfig):
         self.tie_word_embeddings = tie_word_embeddings
         # transformers 5 folds these into `rope_parameters` during __init__; to_dict() writes them back out.
         self.rope_theta = rope_theta
-        self.rope_parameters = copy.deepcopy(rope_scaling)
+        if _ROPE_SCALING_IS_ALIAS:
+            self.rope_parameters = copy.deepcopy(rope_scaling)
+        else:
+            self.rope_scaling = copy.deepcopy(rope_scaling)
         super().__init__(**kwargs)
-
-    @staticmethod
-    def _block_entry(i: int, block: Any, hidden_size: int, num_attention_heads: int) -> dict[str, Any]:
-        if not isinstance(block, Mapping) or not {"attention", "ffn"} <= block.keys():
-            raise ValueError(f"block_configs[{i}]: expected {{'attention': {{...}}, 'ffn': {{...}}}}, got {block!r}")
-        return {
-            "attention": _attention_entry(f"block_configs[{i}].attention", block["attention"], num_attention_heads),
-            "ffn": _ffn_entry(f"block_configs[{i}].ffn", block["ffn"], hidden_size),
-        }
 
     # ----- per-layer shape ------------------------------------------------------------------------------------
 
     def num_key_value_heads_of(self, layer_idx: int) -> int:
         """KV heads of layer `layer_idx` (0 when its attention is no-op or linear: it keeps no KV cache)."""
-        entry = self.block_configs[layer_idx]["attention"]
-        if entry["no_op"] or entry["replace_with_linear"]:
-            return 0
-        return self.num_attention_heads // entry["n_heads_in_group"]
+        return self.block_configs[layer_idx].attention.num_key_value_heads(self.num_attention_heads)
 
     def intermediate_size_of(self, layer_idx: int) -> int:
         """SwiGLU width of layer `layer_idx` (0 when its FFN is no-op or linear)."""
-        entry = self.block_configs[layer_idx]["ffn"]
-        if entry["no_op"] or entry["replace_with_linear"]:
-            return 0
-        if entry.get("intermediate_size") is not None:
-            return entry["intermediate_size"]
-        return ffn_mult_to_intermediate_size(entry["ffn_mult"], self.hidden_size)
+        return self.block_configs[layer_idx].ffn.width(self.hidden_size)
 
     @property
     def attention_layers(self) -> list[int]:
@@ -204,11 +133,11 @@ class DeciLMConfig(PretrainedConfig):
         """Index of layer `layer_idx`'s K/V in the (compact) KV cache."""
         return self.attention_layers.index(layer_idx)
 
-    def with_block_config(self, layer_idx: int, block_config: Mapping[str, Any]) -> "DeciLMConfig":
+    def with_block_config(self, layer_idx: int, block_config: BlockConfig | Mapping[str, Any]) -> "DeciLMConfig":
         """A validated copy whose layer `layer_idx` is `block_config` (e.g. to build one variant's subblock)."""
         config = copy.deepcopy(self)
-        config.block_configs[layer_idx] = self._block_entry(
-            layer_idx, copy.deepcopy(block_config), self.hidden_size, self.num_attention_heads
+        config.block_configs[layer_idx] = BlockConfig.from_dict(
+            block_config, f"block_configs[{layer_idx}]", self.hidden_size, self.num_attention_heads
         )
         return config
 
@@ -216,9 +145,22 @@ class DeciLMConfig(PretrainedConfig):
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
+        output["block_configs"] = [block.to_dict() for block in self.block_configs]
         # Published layout: `rope_theta` and `rope_scaling` at top level (rope_scaling null for plain RoPE).
-        rope = output.pop("rope_parameters", None) or {}
-        output["rope_theta"] = rope.get("rope_theta", output.get("rope_theta"))
-        scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
-        output["rope_scaling"] = scaling if scaling.get("rope_type", "default") != "default" else None
+        # transformers 4 already has it so; 5 holds both in `rope_parameters`.
+        if "rope_parameters" in output:
+            rope = output.pop("rope_parameters") or {}
+            output["rope_theta"] = rope.get("rope_theta", output.get("rope_theta"))
+            scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
+            output["rope_scaling"] = scaling if scaling.get("rope_type", "default") != "default" else None
         return output
+
+    def to_json_string(self, use_diff: bool = True) -> str:
+        """As transformers writes it, plus `torch_dtype` beside `dtype`: transformers >= 4.56 writes only
+        `dtype`, older readers only know `torch_dtype`. (Added here, not in to_dict(): transformers 5 reads every
+        to_dict() key back as an attribute while diffing, and `torch_dtype` is a deprecated one there.)"""
+        output = json.loads(super().to_json_string(use_diff))
+        dtype = output.get("dtype", output.get("torch_dtype"))
+        if dtype is not None:
+            output["dtype"] = output["torch_dtype"] = dtype
+        return json.dumps(output, indent=2, sort_keys=True) + "\n"

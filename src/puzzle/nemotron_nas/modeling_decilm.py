@@ -149,20 +149,20 @@ class DeciLMDecoderLayer(GradientCheckpointingLayer):
         super().__init__()
         self.hidden_size = config.hidden_size
         self.layer_idx = layer_idx
-        attention, ffn = config.block_configs[layer_idx]["attention"], config.block_configs[layer_idx]["ffn"]
+        attention, ffn = config.block_configs[layer_idx].attention, config.block_configs[layer_idx].ffn
 
-        self.input_layernorm = None if attention["no_op"] else LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
-        if attention["no_op"]:
+        self.input_layernorm = None if attention.no_op else LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
+        if attention.no_op:
             self.self_attn = None
-        elif attention["replace_with_linear"]:
+        elif attention.replace_with_linear:
             self.self_attn = DeciLMLinearAttention(config)
         else:
             self.self_attn = DeciLMAttention(config, layer_idx)
 
-        self.post_attention_layernorm = None if ffn["no_op"] else LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
-        if ffn["no_op"]:
+        self.post_attention_layernorm = None if ffn.no_op else LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
+        if ffn.no_op:
             self.mlp = None
-        elif ffn["replace_with_linear"]:
+        elif ffn.replace_with_linear:
             self.mlp = DeciLMLinearMLP(config)
         else:
             self.mlp = DeciLMMLP(config, layer_idx)
@@ -198,7 +198,7 @@ def _describe_key(key: str, problem: str, config: DeciLMConfig) -> str:
     if match is None:
         return f"{key}: {problem}"
     layer = int(match.group(1))
-    block = config.block_configs[layer] if layer < config.num_hidden_layers else "no such layer"
+    block = config.block_configs[layer].to_dict() if layer < config.num_hidden_layers else "no such layer"
     return f"layer {layer}, field {match.group(2)}: {problem} (block_configs[{layer}] = {block})"
 
 

@@ -281,7 +281,7 @@ class Search:
         }
         if self.parent_shape is not None:
             out["block_configs"] = [
-                block_config(x["attention"], x["ffn"], self.parent_shape, self.multiple_of) for x in layers
+                block_config(x["attention"], x["ffn"], self.parent_shape, self.multiple_of).to_dict() for x in layers
             ]
         out["solver"] = found.solver
         out["batches"] = tried
