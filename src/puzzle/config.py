@@ -17,6 +17,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from puzzle import serving
+
 
 class ConfigError(ValueError):
     """A config value that does not fit the schema; the message is one line naming key and value."""
@@ -108,6 +110,10 @@ def _check_relations(cfg: dict[str, Any]) -> None:
         )
     if cfg["data"]["source"] == "files" and not cfg["data"]["files"]:
         raise ConfigError("config error: data.files = []: expected at least one file when data.source = files")
+    if cfg["serve"]["engine"] != "transformers":
+        conflict = serving.conflict(cfg["serve"]["engine"], cfg["search_space"], parent_config(cfg))
+        if conflict:
+            raise ConfigError(f"config error: {conflict}")
 
 
 def load(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

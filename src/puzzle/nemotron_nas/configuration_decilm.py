@@ -102,17 +102,20 @@ class DeciLMConfig(PretrainedConfig):
         self.attention_bias = attention_bias
         self.attention_dropout = attention_dropout
         self.mlp_bias = mlp_bias
-        self.pad_token_id = pad_token_id
-        self.bos_token_id = bos_token_id
-        self.eos_token_id = eos_token_id
-        self.tie_word_embeddings = tie_word_embeddings
         # transformers 5 folds these into `rope_parameters` during __init__; to_dict() writes them back out.
         self.rope_theta = rope_theta
         if _ROPE_SCALING_IS_ALIAS:
             self.rope_parameters = copy.deepcopy(rope_scaling)
         else:
             self.rope_scaling = copy.deepcopy(rope_scaling)
-        super().__init__(**kwargs)
+        # Through the base class: transformers 4.x's __init__ resets these to its own defaults (tie = True).
+        super().__init__(
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )
 
     # ----- per-layer shape ------------------------------------------------------------------------------------
 
