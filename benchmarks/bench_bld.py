@@ -75,7 +75,7 @@ def main() -> None:
         per_layer = []
         for layer in range(min(args.layers, n_layers)):
             t0 = time.perf_counter()
-            metrics = bld.run(cfg, str(parent), str(root / "train"), str(root / "valid"), layer, str(root / "lib"))
+            metrics = bld.run(cfg, str(parent), str(root / "valid"), [layer], str(root / "lib"), train=str(root / "train"))
             per_layer.append(time.perf_counter() - t0)
     print(f"config {args.config}: {n_layers} layers, hidden {cfg['parent']['train']['hidden_size']}, "
           f"seq {seq}, bld.mode {cfg['bld']['mode']}, {cfg['bld']['tokens']:,} tokens per trained entry, "

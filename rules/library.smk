@@ -1,11 +1,24 @@
 # The block library: the parent's activations once per corpus and split, then BLD one job per
-# layer (every variant of that layer), so a cluster trains layers in parallel.
+# layer (every variant of that layer), so a cluster trains layers in parallel. BLD reads the
+# stored train activations, or runs the parent itself on the train shard (bld.teacher; the
+# planner's choice is printed in each BLD log), and then the train activations are never made.
+from puzzle import bld_plan as pzb
+
 BLD_CORPUS = config["bld"]["corpus"] or CORPUS
 if BLD_CORPUS not in CORPORA:
     sys.exit(
         f"config error: bld.corpus = {BLD_CORPUS!r}: expected one of {CORPORA} (data.corpus + data.extra_corpora)"
     )
 LIBRARY = pzl.output_files(f"{R}/library", len(LAYERS), LIBRARY_ENTRIES)
+BLD_KEYS = ("bld", "search_space", "seed", "threads", "device", "activations", "parent.path", "parent.train.seq_len")
+
+
+def bld_train(cfg):
+    """(flag, path) of a BLD job's training input: the stored train activations, or the train shard online."""
+    corpus = cfg["bld"]["corpus"] or CORPUS
+    if pzb.teacher_path(cfg, pzc.parent_config(cfg)).path == "stored":
+        return "train", f"{R}/activations/{corpus}/train"
+    return "shard", f"{R}/data/{corpus}/train.bin"
 
 
 rule activations:
@@ -35,14 +48,15 @@ rule activations:
 rule bld:
     input:
         parent=PARENT,
-        train=f"{R}/activations/{BLD_CORPUS}/train",
+        train=bld_train(config)[1],
         valid=f"{R}/activations/{CORPUS}/valid",
     output:
         expand(f"{R}/library/layer_{{{{layer}}}}/{{entry}}.{{ext}}", entry=LIBRARY_ENTRIES, ext=pzl.EXTENSIONS),
     wildcard_constraints:
         layer=r"\d+",
     params:
-        cfg=pzc.cli_arg(config, "bld", "search_space", "seed", "threads", "device"),
+        cfg=pzc.cli_arg(config, *BLD_KEYS),
+        train=bld_train(config)[0],
         out=lambda w, output: os.path.dirname(os.path.dirname(output[0])),
     log:
         f"{R}/logs/bld/layer_{{layer}}.log",
@@ -54,5 +68,5 @@ rule bld:
     conda:
         "../envs/puzzle.yaml"
     shell:
-        "python -m puzzle bld --cfg {params.cfg} --parent {input.parent:q} --train {input.train:q}"
+        "python -m puzzle bld --cfg {params.cfg} --parent {input.parent:q} --{params.train:q} {input.train:q}"
         " --valid {input.valid:q} --layer {wildcards.layer:q} --out {params.out:q} > {log:q} 2>&1"

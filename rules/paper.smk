@@ -124,7 +124,7 @@ use rule evaluate as paper_gkd_loss_eval with:
 use rule bld as paper_bld with:
     input:
         parent=PARENT,
-        train=lambda w: f"{R}/activations/{BLD_VARIANTS[w.variant]['bld']['corpus'] or CORPUS}/train",
+        train=lambda w: bld_train(BLD_VARIANTS[w.variant])[1],
         valid=f"{R}/activations/{CORPUS}/valid",
     output:
         directory(f"{BLD_VARIANT_DIR}/{{variant}}/library/layer_{{layer}}"),
@@ -132,7 +132,8 @@ use rule bld as paper_bld with:
         variant=r"[a-z0-9]+",
         layer=r"\d+",
     params:
-        cfg=lambda w: pzc.cli_arg(BLD_VARIANTS[w.variant], "bld", "search_space", "seed", "threads", "device"),
+        cfg=lambda w: pzc.cli_arg(BLD_VARIANTS[w.variant], *BLD_KEYS),
+        train=lambda w: bld_train(BLD_VARIANTS[w.variant])[0],
         out=lambda w, output: os.path.dirname(output[0]),
     log:
         f"{R}/logs/paper/bld/{{variant}}/layer_{{layer}}.log",

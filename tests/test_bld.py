@@ -1,68 +1,206 @@
-"""BLD training: it distills, it resumes exactly, and the library plan matches the search space."""
+"""BLD training: it distills, stored and online teachers give the same library, a pipelined job of
+two processes equals one process, and a killed, signalled or reconfigured job resumes correctly."""
+
+import json
+import os
+import signal
+import socket
+from pathlib import Path
 
 import pytest
 import torch
-from library_helpers import tiny_setup
+import torch.multiprocessing as mp
+from library_helpers import tiny_config, tiny_parent, tiny_shards
+from safetensors.torch import load_file
 
-from puzzle import blocks, bld, config, library
-from puzzle.activations import LayerActivations
+from puzzle import activations, blocks, bld, config, library
+
+_unpatched_batch_ids = bld.batch_ids
+SMALL_SPACE = {"attention": {"kv_heads": [1], "linear": False, "no_op": True},
+               "ffn": {"ratios": [0.5], "linear": False, "no_op": True, "multiple_of": 8}}
+
+
+def _cfg(**bld_keys):
+    """fp32 activations (so stored inputs are the parent's exactly), 6 steps of 4 windows: each of
+    the 24 stored windows once, which is also the online pool (steps x batch windows)."""
+    cfg = tiny_config(**{"batch_size": 4, "tokens": 4 * 16 * 6, "eval_every": 2, "checkpoint_every": 2, **bld_keys})
+    return config.deep_merge(cfg, {"activations": {"dtype": "fp32"}})
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return tiny_setup(tmp_path_factory.mktemp("bld"))
+    root = tmp_path_factory.mktemp("bld")
+    cfg = _cfg()
+    tiny_parent(root / "parent")
+    shards = tiny_shards(root / "data")
+    for split in ("train", "valid"):
+        activations.run(cfg, str(root / "parent"), str(shards / f"{split}.bin"), split, str(root / split))
+    return {"root": root, "parent": str(root / "parent"), "shard": str(shards / "train.bin"),
+            "train": str(root / "train"), "valid": str(root / "valid")}
 
 
-def _entry_and_data(tiny, name, layer=1):
-    hf, deci = bld.parent_configs(tiny["parent"])
-    shape = library.parent_shape(hf.to_dict())
-    parent = bld.parent_layer_tensors(tiny["parent"], layer)
-    cpu = torch.device("cpu")
-    teacher = bld.Teacher(deci, layer, shape, 8, parent, cpu)
-    data = LayerActivations(tiny["train"], layer), LayerActivations(tiny["valid"], layer)
-    act = bld.mean_abs_intermediate(teacher, data[0], 24, 8)
-    entry = bld.Entry(name, layer, deci, shape, 8, parent, act)
-    return entry, teacher, data, bld.position_embeddings(hf, 16, cpu)
+def _run(tiny, out, layers, teacher, **bld_keys):
+    cfg = _cfg(teacher=teacher, **bld_keys)
+    source = {"train": tiny["train"]} if teacher == "stored" else {"shard": tiny["shard"]}
+    return bld.run(cfg, tiny["parent"], tiny["valid"], layers, str(out), **source)
 
 
-@pytest.mark.parametrize("name", ["ffn_50", "attn_kv1"])
-def test_bld_lowers_heldout_nmse_below_its_value_at_init(tiny, tmp_path, name):
-    entry, teacher, data, pe = _entry_and_data(tiny, name)
-    frozen_before = {k: v.clone() for k, v in entry.module.state_dict().items() if k.startswith("mlp.")}
-    cfg = {**tiny["cfg"]["bld"], "tokens": 8 * 16 * 32, "eval_every": 8}
-    metrics = bld.train_entry(entry, teacher, data, pe, cfg, 0, tmp_path / "ckpt")
-    curve = [p["nmse"] for p in metrics["curve"]]
-    assert metrics["steps"] == 32 and [p["step"] for p in metrics["curve"]] == [0, 8, 16, 24, 32]
-    # A random parent's channels matter alike, so half of them cannot be recovered; the rest can.
-    assert curve[-1] < 0.95 * curve[0], curve
-    assert bld.evaluate(entry, teacher, data[1], pe, 8) == pytest.approx(curve[-1])
-    if name.startswith("attn"):  # the parent FFN trained beside it stays frozen
-        after = entry.module.state_dict()
-        assert all(torch.equal(v, after[k]) for k, v in frozen_before.items()) and frozen_before
+def _library(out, metrics):
+    return {(m["layer"], m["variant"]): load_file(library.entry_path(out, m["layer"], m["variant"])) for m in metrics}
 
 
-def test_interrupted_bld_resumes_to_the_same_weights(tiny, tmp_path, monkeypatch):
-    cfg = tiny["cfg"]["bld"]
-    whole, teacher, data, pe = _entry_and_data(tiny, "attn_kv1")
-    want = bld.train_entry(whole, teacher, data, pe, cfg, 0, tmp_path / "a")
+def _assert_same_library(a, b):
+    assert a.keys() == b.keys()
+    for key, tensors in a.items():
+        assert tensors.keys() == b[key].keys() and all(torch.equal(t, b[key][k]) for k, t in tensors.items()), key
 
-    real_batch_ids = bld.batch_ids
 
-    def killed_at_step_6(windows, batch, seed, layer, step):
-        if step == 6:  # two steps after the checkpoint at step 4
-            raise KeyboardInterrupt
-        return real_batch_ids(windows, batch, seed, layer, step)
+@pytest.fixture(scope="module")
+def libraries(tiny, tmp_path_factory):
+    """Stored and online libraries of both layers, decoupled and coupled; files written online."""
+    out, real_save = {}, activations.save_safetensors
+    for mode in ("decoupled", "coupled"):
+        space = {"search_space": SMALL_SPACE} if mode == "coupled" else {}
+        for teacher in ("stored", "online"):
+            d = tmp_path_factory.mktemp(f"{mode}_{teacher}")
+            dumped = []
+            activations.save_safetensors = lambda *a: (dumped.append(a[0]), real_save(*a))
+            try:
+                cfg = config.deep_merge(_cfg(teacher=teacher, mode=mode), space)
+                source = {"train": tiny["train"]} if teacher == "stored" else {"shard": tiny["shard"]}
+                metrics = bld.run(cfg, tiny["parent"], tiny["valid"], [0, 1], str(d), **source)
+            finally:
+                activations.save_safetensors = real_save
+            files = sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
+            out[mode, teacher] = {"dir": d, "metrics": metrics, "files": files, "dumped": dumped}
+    return out
 
-    first, *_ = _entry_and_data(tiny, "attn_kv1")
-    monkeypatch.setattr(bld, "batch_ids", killed_at_step_6)
-    with pytest.raises(KeyboardInterrupt):
-        bld.train_entry(first, teacher, data, pe, cfg, 0, tmp_path / "b")
-    monkeypatch.setattr(bld, "batch_ids", real_batch_ids)
-    resumed, *_ = _entry_and_data(tiny, "attn_kv1")
-    got = bld.train_entry(resumed, teacher, data, pe, cfg, 0, tmp_path / "b")
-    assert got["curve"] == want["curve"]
-    expected = whole.module.state_dict()
-    assert all(torch.equal(v, expected[k]) for k, v in resumed.module.state_dict().items())
+
+@pytest.mark.parametrize("mode", ["decoupled", "coupled"])
+def test_online_teacher_gives_exactly_the_stored_library_in_fp32(libraries, mode):
+    stored, online = libraries[mode, "stored"], libraries[mode, "online"]
+    _assert_same_library(_library(stored["dir"], stored["metrics"]), _library(online["dir"], online["metrics"]))
+    assert [m["curve"] for m in stored["metrics"]] == [m["curve"] for m in online["metrics"]]
+    assert {m["teacher"] for m in stored["metrics"]} == {"stored"} and {m["teacher"] for m in online["metrics"]} == {
+        "online"}
+    trained = [m for m in online["metrics"] if m["steps"]]
+    assert trained and all(m["steps"] == 6 and m["train_windows"] == 24 for m in trained)
+    assert all(m["nmse_final"] < m["nmse_init"] for m in trained if m["layer"] == 1), [
+        (m["variant"], m["nmse_init"], m["nmse_final"]) for m in trained]
+
+
+def test_an_online_job_writes_no_training_activations(libraries):
+    online = libraries["decoupled", "online"]
+    names = library.entries(_cfg(), blocks.ParentShape(32, 4, 2, 48, 2))
+    want = sorted(str(Path(p).relative_to(online["dir"])) for p in library.output_files(str(online["dir"]), 2, names))
+    assert online["dumped"] == [] and online["files"] == want  # library files only; checkpoints removed
+
+
+def _pipeline_rank(rank, port, tiny, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
+    try:
+        _run(tiny, out, [0, 1], "online")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_pipelined_processes_give_the_one_process_library(tiny, libraries, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # fork: the ranks start with torch and transformers already imported (spawn re-imports them: +30 s)
+    mp.start_processes(_pipeline_rank, args=(port, tiny, str(tmp_path)), nprocs=2, start_method="fork")
+    one = libraries["decoupled", "online"]
+    two = {(m["layer"], m["variant"]): load_file(library.entry_path(tmp_path, m["layer"], m["variant"]))
+           for m in one["metrics"]}
+    _assert_same_library(_library(one["dir"], one["metrics"]), two)
+    got = json.loads(library.entry_path(tmp_path, 1, "ffn_50", "json").read_text())
+    assert got["curve"] == next(m["curve"] for m in one["metrics"] if (m["layer"], m["variant"]) == (1, "ffn_50"))
+
+
+def test_entries_trained_in_groups_equal_entries_trained_together(tiny, libraries, tmp_path):
+    # ~100 kB of training state per group: about one tiny entry each
+    metrics = _run(tiny, tmp_path, [1], "stored", gpu_memory_gb=1e-4)
+    assert max(m.get("group", 0) for m in metrics) >= 2
+    whole = libraries["decoupled", "stored"]
+    want = {k: v for k, v in _library(whole["dir"], whole["metrics"]).items() if k[0] == 1}
+    _assert_same_library(want, _library(tmp_path, metrics))
+
+
+def _interrupt_at(monkeypatch, step, how):
+    real = bld.batch_ids
+
+    def interrupted(windows, batch, seed, s):
+        if s == step:
+            if how == "killed":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGUSR1)  # as SLURM does before preemption
+        return real(windows, batch, seed, s)
+
+    monkeypatch.setattr(bld, "batch_ids", interrupted)
+
+
+def _count_saves(monkeypatch):
+    saved, real_save = [], bld.Checkpoint.save
+
+    def counted(self, entries, optimizers, step, state):
+        saved.append(step)
+        real_save(self, entries, optimizers, step, state)
+
+    monkeypatch.setattr(bld.Checkpoint, "save", counted)
+    return saved
+
+
+@pytest.mark.parametrize("how", ["killed", "signal"])
+def test_interrupted_online_job_resumes_to_the_same_weights(tiny, libraries, tmp_path, monkeypatch, how):
+    saved = _count_saves(monkeypatch)
+    _interrupt_at(monkeypatch, 2, how)
+    with pytest.raises(KeyboardInterrupt if how == "killed" else SystemExit):
+        _run(tiny, tmp_path, [1], "online")
+    # killed in step 3: the step-2 checkpoint is left; signalled in step 3: the step ends with a save
+    assert saved == ([2] if how == "killed" else [2, 3])
+    monkeypatch.setattr(bld, "batch_ids", _unpatched_batch_ids)
+    saved.clear()
+    metrics = _run(tiny, tmp_path, [1], "online")
+    assert saved == [4, 6]  # resumed from its checkpoint, not from step 0
+    whole = libraries["decoupled", "online"]
+    want = {k: v for k, v in _library(whole["dir"], whole["metrics"]).items() if k[0] == 1}
+    _assert_same_library(want, _library(tmp_path, metrics))
+    assert [m["curve"] for m in metrics] == [m["curve"] for m in whole["metrics"] if m["layer"] == 1]
+
+
+def test_a_checkpoint_from_another_budget_is_discarded(tiny, libraries, tmp_path, monkeypatch, capsys):
+    _interrupt_at(monkeypatch, 9, "killed")
+    with pytest.raises(KeyboardInterrupt):  # 12 steps, killed in step 10: a step-8 checkpoint is left
+        _run(tiny, tmp_path, [1], "online", tokens=4 * 16 * 12)
+    monkeypatch.setattr(bld, "batch_ids", _unpatched_batch_ids)
+    metrics = _run(tiny, tmp_path, [1], "online")  # the 6-step budget must not keep the step-8 weights
+    assert "discarding the checkpoint" in capsys.readouterr().out
+    whole = libraries["decoupled", "online"]
+    want = {k: v for k, v in _library(whole["dir"], whole["metrics"]).items() if k[0] == 1}
+    _assert_same_library(want, _library(tmp_path, metrics))
+
+
+def test_checkpoints_by_elapsed_time_as_well_as_by_steps(tiny, tmp_path, monkeypatch):
+    saved = _count_saves(monkeypatch)
+    _run(tiny, tmp_path / "steps", [1], "online", checkpoint_every=4, checkpoint_seconds=None)
+    assert saved == [4, 6]
+    saved.clear()
+    _run(tiny, tmp_path / "time", [1], "online", checkpoint_every=4, checkpoint_seconds=1e-9)  # always due
+    assert saved == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_job_asks_for_the_input_its_teacher_path_reads(tiny, tmp_path):
+    with pytest.raises(config.ConfigError, match="bld.teacher: bld.teacher = online .* needs --shard TRAIN_SHARD"):
+        bld.run(_cfg(teacher="online"), tiny["parent"], tiny["valid"], [0], str(tmp_path), train=tiny["train"])
+
+
+def test_batches_are_passes_over_the_pool_shared_by_every_layer():
+    steps = [bld.batch_ids(10, 4, 0, s) for s in range(5)]  # 20 positions = 2 passes over 10 windows
+    assert len(set(steps[0]) | set(steps[1])) == 8  # within a pass no window repeats
+    assert sorted(int(i) for ids in steps for i in ids) == sorted(list(range(10)) * 2)
+    assert all((a == bld.batch_ids(10, 4, 0, s)).all() for s, a in enumerate(steps))  # (seed, step) only
+    assert not all((a == bld.batch_ids(10, 4, 1, s)).all() for s, a in enumerate(steps))
 
 
 def test_library_plan_follows_the_search_space_and_bld_mode():

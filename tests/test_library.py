@@ -9,6 +9,7 @@ from safetensors import safe_open
 
 from puzzle import bld, bld_init, library
 from puzzle.activations import LayerActivations
+from puzzle.bld_teacher import StoredInputs
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +69,10 @@ def test_channel_pruning_keeps_exactly_the_top_contribution_channels_in_order():
 
 def test_mean_abs_intermediate_is_measured_on_the_parent_ffn_input(tiny):
     hf, deci, shape, parent = _layer_setup(tiny)
-    teacher = bld.Teacher(deci, 0, shape, 8, parent, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    teacher = bld.Teacher(deci, 0, shape, 8, parent, cpu)
     train = LayerActivations(tiny["train"], 0)
-    got = bld.mean_abs_intermediate(teacher, train, 24, 8)
+    got = bld.mean_abs_intermediate({0: teacher}, StoredInputs(tiny["train"], [0], cpu), 24, 8)[0]
     mlp, norm = tiny["model"].model.layers[0].mlp, tiny["model"].model.layers[0].post_attention_layernorm
     with torch.no_grad():
         n = norm(train.get(("h",), range(24))["h"].float())
@@ -122,7 +124,7 @@ def test_activations_hold_layer_input_ffn_input_and_output(tiny):
 def test_library_files_have_exactly_the_contract_names(tiny, tmp_path):
     cfg = tiny["cfg"]
     cfg = {**cfg, "bld": {**cfg["bld"], "tokens": 8 * 16}}  # one step: names, not quality
-    metrics = bld.run(cfg, str(tiny["parent"]), str(tiny["train"]), str(tiny["valid"]), 0, str(tmp_path))
+    metrics = bld.run(cfg, str(tiny["parent"]), str(tiny["valid"]), [0], str(tmp_path), train=str(tiny["train"]))
     attn = {"input_layernorm.weight"} | {f"self_attn.{p}_proj.weight" for p in "qkvo"}
     ffn = {"post_attention_layernorm.weight"} | {f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")}
     want = {
@@ -161,7 +163,7 @@ def test_coupled_entries_are_compositions_holding_both_subblocks(tiny, tmp_path)
     space = {"attention": {"kv_heads": [1], "linear": False, "no_op": True},
              "ffn": {"ratios": [], "linear": False, "no_op": True, "multiple_of": 8}}
     cfg = {**cfg, "search_space": space, "bld": {**cfg["bld"], "mode": "coupled", "tokens": 8 * 16}}
-    metrics = bld.run(cfg, str(tiny["parent"]), str(tiny["train"]), str(tiny["valid"]), 0, str(tmp_path))
+    metrics = bld.run(cfg, str(tiny["parent"]), str(tiny["valid"]), [0], str(tmp_path), train=str(tiny["train"]))
     steps = {m["variant"]: m["steps"] for m in metrics}
     assert steps == {"attn_kv2+ffn_100": 0, "attn_kv2+ffn_noop": 1, "attn_kv1+ffn_100": 1, "attn_kv1+ffn_noop": 1,
                      "attn_noop+ffn_100": 1, "attn_noop+ffn_noop": 0}

@@ -31,19 +31,13 @@ import torch
 from tqdm import tqdm
 
 from puzzle import config as config_mod
+from puzzle.bld_plan import seq_len
 from puzzle.data import read_shard
 from puzzle.io import read_json, save_safetensors, write_json
 from puzzle.training import fixed_windows, pick_device
 
 TENSORS = ("x", "h", "y")
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def seq_len(cfg: dict[str, Any]) -> int:
-    """`activations.seq_len`, else the embedded parent's training length, else 256."""
-    if cfg["activations"]["seq_len"]:
-        return int(cfg["activations"]["seq_len"])
-    return int(cfg["parent"]["train"]["seq_len"]) if not cfg["parent"]["path"] else 256
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def chunk_path(split_dir: str | os.PathLike, layer: int, chunk: int) -> Path:

@@ -1,26 +1,36 @@
-"""BLD stage: blockwise local distillation of every library entry of one layer.
+"""BLD stage: blockwise local distillation of every library entry of one layer (or a layer range).
 
 Each entry is a Nemotron-NAS decoder layer (the child's own module class) holding the variant,
-initialized from the parent (bld_init) and trained alone on stored parent activations to
-reproduce the parent layer's output y, with normalized MSE = MSE(out, y) / MSE(y, 0):
+initialized from the parent (bld_init) and trained alone to reproduce the parent layer's output
+y, with normalized MSE = MSE(out, y) / MSE(y, 0):
 
   decoupled attention variant a:  x -> h' + ffn_parent(ln2(h')), h' = x + a(ln1(x))   (FFN frozen)
   decoupled FFN variant f:        h -> h + f(ln2(h))      (a layer whose attention is a no-op)
   coupled composition (a, f):     x -> the whole layer [a, f]
 
-y is the parent layer applied, in fp32, to the same stored input (see Teacher). Batches are a
-function of (seed, layer, step) and each entry checkpoints its module and optimizer, so a killed
-job resumes to the same weights. Parent entries are copied and no-op entries are empty; their
-held-out nMSE is recorded too (0, and the cost of removing the subblock). Jobs are per layer
-(optionally per subblock kind), so a cluster runs layers in parallel.
+The inputs x and h come from the activations stage's dump (stored) or from the frozen parent run
+inside the job on token windows of the train shard (online; bld_teacher, chosen by
+bld_plan.teacher_path); y is the parent layer applied to that input (see Teacher). Entries train
+together, step by step, on the same batches (a function of (seed, step)); entries whose state
+does not fit the GPU train in groups (bld_plan.layer_groups), each a pass of its own. A group
+checkpoints by steps and by elapsed time, on SIGTERM/SIGUSR1 too, tied to a hash of its config
+and inputs, so a killed or preempted job resumes to the same weights. Parent entries are copied
+and no-op entries are empty; their held-out nMSE is recorded too (0, and the cost of removing the
+subblock). Jobs are per layer (optionally per subblock kind), so a cluster runs layers in parallel.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import hashlib
 import json
 import math
+import os
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,12 +39,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from puzzle import blocks, bld_init
+from puzzle import blocks, bld_init, bld_plan, library
 from puzzle import config as config_mod
-from puzzle import library
-from puzzle.activations import LayerActivations
+from puzzle.bld_teacher import Inputs, OnlineInputs, StoredInputs
 from puzzle.io import read_json, save_safetensors, write_json
-from puzzle.training import adamw, cosine_lr, load_checkpoint, pick_device, save_checkpoint, set_lr
+from puzzle.training import adamw, cosine_lr, load_checkpoint, pick_device, resolve_dtype, save_checkpoint, set_lr
 
 ATTN_PREFIXES, FFN_PREFIXES = ("input_layernorm.", "self_attn."), ("post_attention_layernorm.", "mlp.")
 
@@ -107,7 +116,7 @@ def build_layer(
 
 
 class Entry:
-    """One library entry of one layer: its module, the stored activation it reads, which
+    """One library entry of one layer: its module, the parent activation it reads, which
     parameters train and which tensors it saves.
 
     Decoupled, an attention variant runs with the parent's FFN, frozen, and reads x; an FFN
@@ -118,6 +127,7 @@ class Entry:
         parent: dict[str, torch.Tensor], mean_abs_act: torch.Tensor | None,
     ) -> None:
         self.name, self.layer = name, layer
+        self.key = f"layer_{layer}/{name}"  # unique within a job that owns several layers
         attn, ffn = library.subblocks(name)
         self.kind = "block" if attn and ffn else blocks.kind_of(attn or ffn)
         self.block_config = library.block_config(name, shape, multiple)
@@ -141,9 +151,10 @@ class Entry:
 
 
 class Teacher:
-    """The parent layer as a function of each stored input: x -> y (whole layer) and h -> y (FFN
-    half). Targets are recomputed in fp32 from the stored, rounded input, so the storage precision
-    never enters the loss: a parent entry scores exactly 0 and every error is the variant's own."""
+    """The parent layer as a function of each input: x -> y (whole layer) and h -> y (FFN half).
+    Targets are recomputed from the given (stored and rounded, or online) input, so the storage
+    precision never enters the loss: a parent entry scores exactly 0 and every error is the
+    variant's own."""
 
     def __init__(self, deci: Any, layer: int, shape: blocks.ParentShape, multiple: int,
                  parent: dict[str, torch.Tensor], device: torch.device) -> None:
@@ -164,10 +175,22 @@ class Teacher:
 # ---- training ------------------------------------------------------------------------------------
 
 
-def batch_ids(windows: int, batch: int, seed: int, layer: int, step: int) -> np.ndarray:
-    """The training windows of one step: a function of (seed, layer, step) only."""
-    rng = np.random.default_rng([seed, layer, step])
-    return np.sort(rng.choice(windows, size=batch, replace=batch > windows))
+def batch_ids(windows: int, batch: int, seed: int, step: int) -> np.ndarray:
+    """The windows of one step, shared by every entry of every layer: a function of (seed, step)
+    only. Passes over the pool are seeded permutations read `batch` at a time, so each window
+    is seen once per pass (the online pool holds steps x batch windows: each exactly once)."""
+    pos = np.arange(step * batch, (step + 1) * batch)
+    passes, offsets = np.divmod(pos, windows)
+    return np.sort([_permutation(windows, seed, int(p))[o] for p, o in zip(passes, offsets)])
+
+
+@functools.lru_cache(maxsize=4)
+def _permutation(windows: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(windows)
+
+
+def steps_of(bld: dict[str, Any], seq_len: int) -> int:
+    return max(1, math.ceil(bld["tokens"] / (bld["batch_size"] * seq_len)))
 
 
 def nmse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -178,92 +201,215 @@ def forward(module: torch.nn.Module, inputs: torch.Tensor, pe: tuple[torch.Tenso
     return module(inputs, position_embeddings=pe, attention_mask=None)
 
 
-def load_batch(
-    acts: LayerActivations, entry: Entry, teacher: Teacher, ids: Any, pe: Any
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(entry input, parent target) of windows `ids`, in fp32 on the teacher's device."""
-    inputs = acts.get((entry.input,), ids)[entry.input].to(teacher.device, torch.float32)
-    return inputs, teacher(entry.input, inputs, pe)
+def autocast(device: torch.device, dtype: torch.dtype) -> Any:
+    """bf16 compute where asked (bld.dtype; a GPU by default); weights, optimizer and loss stay fp32."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
 @torch.no_grad()
-def evaluate(entry: Entry, teacher: Teacher, valid: LayerActivations, pe: Any, batch: int) -> float:
-    """nMSE over every held-out window (sums over all tokens, not a mean of batch ratios)."""
-    err = ref = 0.0
-    for b in range(0, len(valid), batch):
-        inputs, y = load_batch(valid, entry, teacher, range(b, min(b + batch, len(valid))), pe)
-        err += (forward(entry.module, inputs, pe) - y).double().pow(2).sum().item()
-        ref += y.double().pow(2).sum().item()
-    return err / ref
+def targets(teachers: dict[int, Teacher], inputs: Inputs, entries: list[Entry], pe: Any) -> Inputs:
+    """The parent layer's output from each input the entries read, once per layer and input."""
+    need = {(e.layer, e.input) for e in entries}
+    return {layer: {n: teachers[layer](n, x, pe).float() for n, x in got.items() if (layer, n) in need}
+            for layer, got in inputs.items()}
 
 
-def train_entry(
-    entry: Entry,
-    teacher: Teacher,
-    data: tuple[LayerActivations, LayerActivations],
-    pe: Any,
-    bld: dict[str, Any],
-    seed: int,
-    ckpt: Path,
-) -> dict[str, Any]:
-    """Train one entry (resuming from `ckpt` if an earlier run left one); returns its metrics."""
-    train, valid = data
-    seq, batch = train.meta["seq_len"], bld["batch_size"]
-    steps = max(1, math.ceil(bld["tokens"] / (batch * seq)))
+@torch.no_grad()
+def evaluate(entries: list[Entry], teachers: dict[int, Teacher], valid: StoredInputs, pe: Any, batch: int,
+             dtype: torch.dtype) -> dict[str, float]:
+    """Each entry's nMSE over every held-out window (sums over all tokens, not a mean of batch ratios)."""
+    err, ref = dict.fromkeys([e.key for e in entries], 0.0), dict.fromkeys([e.key for e in entries], 0.0)
+    device = next(iter(teachers.values())).device
+    for b in range(0, valid.windows, batch):
+        with autocast(device, dtype):
+            inputs = valid(range(b, min(b + batch, valid.windows)))
+            ys = targets(teachers, inputs, entries, pe)
+            for e in entries:
+                y = ys[e.layer][e.input]
+                err[e.key] += (forward(e.module, inputs[e.layer][e.input], pe).float() - y).double().pow(2).sum().item()
+                ref[e.key] += y.double().pow(2).sum().item()
+    return {n: err[n] / ref[n] for n in err}
+
+
+def fingerprint(path: str | os.PathLike) -> list[list[Any]]:
+    """(name, size, mtime) of a file or of every file under a folder: a remade input changes it."""
+    p = Path(path)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return [[str(f.relative_to(p)) if p.is_dir() else f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
+class Checkpoint:
+    """A group's resumable training state, tied to a hash of its recipe (config and inputs).
+
+    Each save is a new `step_{n}/` (every entry's module and optimizer), then `latest.json`
+    (step, curves, recipe hash) is written atomically and older saves are removed, so a job killed
+    at any point finds one consistent step. A checkpoint made from another recipe is discarded
+    with a log line: a 128-step run killed and rerun at 8 steps must not keep the 128-step weights."""
+
+    def __init__(self, root: Path, recipe: dict[str, Any]) -> None:
+        self.root = root
+        self.recipe = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+    def restore(self, entries: list[Entry], optimizers: list[Any]) -> tuple[int, Any]:
+        latest = self.root / "latest.json"
+        if not latest.exists():
+            return 0, None
+        got = read_json(latest)
+        if got["recipe"] != self.recipe:
+            print(f"bld: discarding the checkpoint {self.root} (step {got['step']}): its config or inputs differ")
+            shutil.rmtree(self.root)
+            return 0, None
+        for e, opt in zip(entries, optimizers):
+            load_checkpoint(self.root / f"step_{got['step']}" / e.key, e.module, opt)
+        return int(got["step"]), got["state"]
+
+    def save(self, entries: list[Entry], optimizers: list[Any], step: int, state: Any) -> None:
+        here = self.root / f"step_{step}"
+        for e, opt in zip(entries, optimizers):
+            save_checkpoint(here / e.key, e.module, opt, step)
+        write_json(self.root / "latest.json", {"step": step, "recipe": self.recipe, "state": state})
+        for old in self.root.glob("step_*"):
+            if old != here:
+                shutil.rmtree(old)
+
+
+class StopSignal:
+    """SIGTERM or SIGUSR1 (SLURM preemption or time limit with `--signal`) asks the training loop
+    to checkpoint after the current step and exit; the requeued or rerun job resumes there."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def __enter__(self) -> "StopSignal":
+        self._before = {}
+        if threading.current_thread() is threading.main_thread():
+            self._before = {s: signal.signal(s, self._set) for s in self.SIGNALS}
+        return self
+
+    def _set(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, handler in self._before.items():
+            signal.signal(s, handler)
+
+
+def train_group(
+    entries: list[Entry], teachers: dict[int, Teacher], data: tuple[Any, StoredInputs], pe: Any,
+    bld: dict[str, Any], seed: int, ckpt: Checkpoint, stop: StopSignal, dtype: torch.dtype = torch.float32,
+) -> dict[str, dict[str, Any]]:
+    """Train entries together, step by step on the same batches (resuming from `ckpt`); their metrics.
+
+    One step: the source gives every owned layer's inputs for the step's windows, the teachers
+    their targets, then each entry takes one optimizer step on them."""
+    source, valid = data
+    seq, batch = source.seq_len, bld["batch_size"]
+    steps = steps_of(bld, seq)
     warmup = round(bld["warmup_frac"] * steps)
-    optimizer = adamw(entry.module, bld["lr"], bld["weight_decay"])
-    t0 = time.perf_counter()
-    start, state = load_checkpoint(ckpt, entry.module, optimizer)
+    device = next(iter(teachers.values())).device
+    optimizers = [adamw(e.module, bld["lr"], bld["weight_decay"]) for e in entries]
+    start, state = ckpt.restore(entries, optimizers)
     if state is None:
-        state = {"curve": [{"step": 0, "nmse": evaluate(entry, teacher, valid, pe, batch)}], "wall_s": 0.0}
-    params = [p for p in entry.module.parameters() if p.requires_grad]
+        init = evaluate(entries, teachers, valid, pe, batch, dtype)
+        state = {"curves": {n: [{"step": 0, "nmse": v}] for n, v in init.items()}, "wall_s": 0.0}
+    # Pipelined ranks step together: a rank whose checkpoint is newer only runs its part of the
+    # parent for the steps the others redo.
+    first = _across_ranks(start, dist_op="MIN")
+    t0 = saved = time.perf_counter()
     wall0 = state["wall_s"]  # time spent by earlier, interrupted runs
-    entry.module.train()
-    bar = tqdm(range(start, steps), desc=f"layer {entry.layer} {entry.name}", unit="step", initial=start,
+    for e in entries:
+        e.module.train()
+    names = ", ".join(e.name for e in entries)
+    bar = tqdm(range(first, steps), desc=f"layers {sorted(teachers)} [{names}]", unit="step", initial=first,
                total=steps, mininterval=2)
     for step in bar:
-        set_lr(optimizer, cosine_lr(step, steps, bld["lr"], warmup, bld["min_lr_ratio"]))
-        ids = batch_ids(len(train), batch, seed, entry.layer, step)
-        inputs, y = load_batch(train, entry, teacher, ids, pe)
-        loss = nmse(forward(entry.module, inputs, pe), y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, bld["grad_clip"])
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        lr = cosine_lr(step, steps, bld["lr"], warmup, bld["min_lr_ratio"])
+        with autocast(device, dtype):
+            inputs = source(batch_ids(source.windows, batch, seed, step))
+        stopping = _across_ranks(int(stop.received is not None), dist_op="MAX")  # one rank stops, all stop
+        if step < start:  # this rank's checkpoint is newer: its part of the parent runs for the others
+            if stopping:
+                raise SystemExit(f"bld: stop signal at step {step + 1}: this rank's checkpoint (step {start}) stays")
+            continue
+        with autocast(device, dtype):
+            ys = targets(teachers, inputs, entries, pe)
+        for e, opt in zip(entries, optimizers):
+            set_lr(opt, lr)
+            with autocast(device, dtype):
+                out = forward(e.module, inputs[e.layer][e.input], pe)
+            loss = nmse(out.float(), ys[e.layer][e.input])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in e.module.parameters() if p.requires_grad], bld["grad_clip"])
+            opt.step()
+            opt.zero_grad(set_to_none=True)
         done = step + 1
         if done % bld["eval_every"] == 0 or done == steps:
-            state["curve"].append({"step": done, "nmse": evaluate(entry, teacher, valid, pe, batch)})
-            bar.set_postfix(train=f"{loss.item():.3g}", valid=f"{state['curve'][-1]['nmse']:.3g}")
-        if done % bld["checkpoint_every"] == 0 or done == steps:
+            for n, v in evaluate(entries, teachers, valid, pe, batch, dtype).items():
+                state["curves"][n].append({"step": done, "nmse": v})
+            bar.set_postfix(last_train=f"{loss.item():.3g}")
+        every, seconds = bld["checkpoint_every"], bld["checkpoint_seconds"]
+        late = seconds is not None and time.perf_counter() - saved >= seconds
+        if done % every == 0 or done == steps or late or stopping:
             state["wall_s"] = wall0 + time.perf_counter() - t0
-            save_checkpoint(ckpt, entry.module, optimizer, done, state)
-    entry.module.eval()
-    return {"tokens": steps * batch * seq, "steps": steps, "warmup_steps": warmup, **state}
+            ckpt.save(entries, optimizers, done, state)
+            saved = time.perf_counter()
+        if stopping and done < steps:
+            raise SystemExit(f"bld: stop signal at step {done}/{steps}: checkpoint saved, a rerun resumes")
+    for e in entries:
+        e.module.eval()
+    return {
+        e.key: {"tokens": steps * batch * seq, "steps": steps, "warmup_steps": warmup,
+                "curve": state["curves"][e.key], "wall_s": state["wall_s"]}
+        for e in entries
+    }
 
 
-def measure_entry(entry: Entry, teacher: Teacher, valid: LayerActivations, pe: Any, batch: int) -> dict[str, Any]:
-    """Metrics of an entry that is copied or empty: its held-out nMSE, nothing trained."""
-    t0 = time.perf_counter()
-    value = evaluate(entry, teacher, valid, pe, batch)
-    return {"tokens": 0, "steps": 0, "curve": [{"step": 0, "nmse": value}], "wall_s": time.perf_counter() - t0}
+def _across_ranks(value: int, dist_op: str) -> int:
+    """`value` reduced over the job's ranks (itself in a one-process job)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=getattr(dist.ReduceOp, dist_op))
+    return int(t.item())
+
+
+def rank_layers(layers: list[int]) -> tuple[int, int, list[int]]:
+    """(rank, world size, this rank's contiguous share of the job's layers); joins the process
+    group when launched with several ranks (torchrun: gloo on CPU, nccl on GPUs)."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, layers
+    if world > len(layers):
+        raise ValueError(f"{world} ranks for layers {layers[0]}-{layers[-1]}: at most one rank per layer")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank()
+    return rank, world, [int(x) for x in np.array_split(np.array(layers), world)[rank]]
 
 
 # ---- the stage -----------------------------------------------------------------------------------
 
 
 @torch.no_grad()
-def mean_abs_intermediate(teacher: Teacher, train: LayerActivations, windows: int, batch: int) -> torch.Tensor:
-    """Mean |act(gate(n)) * up(n)| per parent FFN channel, n = ln2(h), over the first `windows`
-    training windows (the activity term of the channel contribution)."""
-    block = teacher.layers["h"]
-    total, count, n_win = 0.0, 0, min(windows, len(train))
+def mean_abs_intermediate(teachers: dict[int, Teacher], source: Any, windows: int, batch: int) -> dict[int, torch.Tensor]:
+    """Per layer, mean |act(gate(n)) * up(n)| per parent FFN channel, n = ln2(h), over the first
+    `windows` training windows (the activity term of the channel contribution)."""
+    total: dict[int, Any] = dict.fromkeys(teachers, 0.0)
+    count, n_win = 0, min(windows, source.windows)
     for b in range(0, n_win, batch):
-        h = train.get(("h",), range(b, min(b + batch, n_win)))["h"].to(teacher.device, torch.float32)
-        n = block.post_attention_layernorm(h)
-        act = block.mlp.act_fn(block.mlp.gate_proj(n)) * block.mlp.up_proj(n)
-        total = total + act.abs().flatten(0, -2).sum(0)
+        for layer, got in source(range(b, min(b + batch, n_win)), ("h",)).items():
+            block = teachers[layer].layers["h"]
+            n = block.post_attention_layernorm(got["h"])
+            act = block.mlp.act_fn(block.mlp.gate_proj(n)) * block.mlp.up_proj(n)
+            total[layer] = total[layer] + act.abs().flatten(0, -2).sum(0)
         count += act.shape[0] * act.shape[1]
-    return (total / count).cpu()
+    return {layer: (t / count).cpu() for layer, t in total.items()}
 
 
 def write_entry(library_dir: str | Path, entry: Entry, metrics: dict[str, Any], dtype: torch.dtype) -> None:
@@ -281,82 +427,134 @@ def write_entry(library_dir: str | Path, entry: Entry, metrics: dict[str, Any], 
     write_json(library.entry_path(library_dir, entry.layer, entry.name, "json"), metrics)
 
 
+def parse_layers(text: str) -> list[int]:
+    """`3` or a contiguous range `0-3` (the layers one job owns)."""
+    first, _, last = text.partition("-")
+    return list(range(int(first), int(last or first) + 1))
+
+
 def run(
     cfg: dict[str, Any],
     parent_dir: str,
-    train_dir: str,
     valid_dir: str,
-    layer: int,
+    layers: list[int],
     library_dir: str,
+    train: str | None = None,
+    shard: str | None = None,
     kind: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Initialize and train (or copy) every library entry of `layer`; returns their metrics."""
+    """Initialize and train (or copy) every library entry of `layers`; returns their metrics.
+
+    The training inputs come from the stored activations `train` or, online, from the parent run
+    on windows of the token shard `shard`: bld_plan.teacher_path decides which."""
     bld, seed = cfg["bld"], cfg["seed"]
     if kind and bld["mode"] == "coupled":
         raise config_mod.ConfigError(f"config error: --kind {kind}: bld.mode = coupled trains whole blocks")
     torch.set_num_threads(cfg["threads"])
+    rank, world, layers = rank_layers(layers)
     device = pick_device(cfg["device"])
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dtype = resolve_dtype(bld["dtype"], device)
     hf, deci = parent_configs(parent_dir)
     shape = library.parent_shape(hf.to_dict())
     if deci.head_dim != shape.head_dim:
         raise ValueError(f"{parent_dir}: head_dim {deci.head_dim} != hidden / heads; KV pooling assumes equal")
-    if not 0 <= layer < shape.num_hidden_layers:
-        raise ValueError(f"layer {layer}: the parent has layers 0..{shape.num_hidden_layers - 1}")
+    if not 0 <= layers[0] <= layers[-1] < shape.num_hidden_layers:
+        raise ValueError(f"layers {layers[0]}-{layers[-1]}: the parent has layers 0..{shape.num_hidden_layers - 1}")
+    plan = bld_plan.teacher_path(cfg, hf.to_dict())
+    given = {"stored": (train, "--train ACTIVATIONS"), "online": (shard, "--shard TRAIN_SHARD")}[plan.path]
+    if given[0] is None:
+        raise config_mod.ConfigError(f"config error: bld.teacher: {plan.reason}, so BLD needs {given[1]}")
+    print(f"bld: layers {layers[0]}-{layers[-1]}, teacher {plan.path}: {plan.reason}", flush=True)
     multiple = cfg["search_space"]["ffn"]["multiple_of"]
     names = library.entries(cfg, shape, kind)
-    raw = parent_layer_tensors(parent_dir, layer)
-    save_dtype, parent = next(iter(raw.values())).dtype, {k: v.float() for k, v in raw.items()}
-    train, valid = LayerActivations(train_dir, layer), LayerActivations(valid_dir, layer)
-    if train.meta["seq_len"] != valid.meta["seq_len"]:
-        raise ValueError(f"seq_len differs: {train.meta['seq_len']} (train) vs {valid.meta['seq_len']} (valid)")
-    pe = position_embeddings(hf, train.meta["seq_len"], device)
-    teacher = Teacher(deci, layer, shape, multiple, parent, device)
+    raw = {i: parent_layer_tensors(parent_dir, i) for i in layers}
+    save_dtype = next(iter(raw[layers[0]].values())).dtype
+    parent = {i: {k: v.float() for k, v in t.items()} for i, t in raw.items()}
+    valid = StoredInputs(valid_dir, layers, device)
+    if plan.path == "stored":
+        source: Any = StoredInputs(train, layers, device)
+    else:
+        windows = steps_of(bld, valid.seq_len) * bld["batch_size"]
+        source = OnlineInputs(parent_dir, shard, layers, windows, valid.seq_len, device,
+                              torch.float32 if device.type == "cpu" else torch.bfloat16, rank, world)
+    if source.seq_len != valid.seq_len:
+        raise ValueError(f"seq_len differs: {source.seq_len} (train) vs {valid.seq_len} (valid)")
+    pe = position_embeddings(hf, valid.seq_len, device)
+    teachers = {i: Teacher(deci, i, shape, multiple, parent[i], device) for i in layers}
     pruned = any(blocks.ffn_pct_of(f or "") not in (None, 100) for _, f in map(library.subblocks, names))
-    act = mean_abs_intermediate(teacher, train, bld["init_windows"], bld["batch_size"]) if pruned else None
-    ckpt_root = library.layer_dir(library_dir, layer) / ".bld_checkpoint"
-    common = {
-        "layer": layer, "mode": bld["mode"], "device": str(device), "train_activations": str(train_dir),
-        "valid_activations": str(valid_dir), "train_windows": len(train), "valid_windows": len(valid),
-        "batch_size": bld["batch_size"], "lr": bld["lr"],
-        "target": "parent layer recomputed in fp32 from the stored input",
+    act = mean_abs_intermediate(teachers, source, bld["init_windows"], bld["batch_size"]) if pruned else {}
+    trained = [n for n in names if library.needs_training(n, shape)]
+    groups = bld_plan.layer_groups(cfg, hf.to_dict(), trained, plan.path)
+    ckpt_root = Path(library_dir) / ".bld_checkpoint" / f"layers_{layers[0]}-{layers[-1]}_{kind or 'all'}"
+    recipe_base = {
+        "bld": {k: v for k, v in bld.items() if k not in ("checkpoint_every", "checkpoint_seconds", "gpu_memory_gb")},
+        "search_space": cfg["search_space"], "seed": seed, "seq_len": valid.seq_len, "teacher": plan.path,
+        "dtype": str(dtype), "parent": fingerprint(parent_dir), "train": fingerprint(train or shard),
+        "valid": fingerprint(valid_dir),
     }
-    results = []
-    for name in names:
-        entry = Entry(name, layer, deci, shape, multiple, parent, act)
+    common = {
+        "mode": bld["mode"], "device": str(device), "dtype": str(dtype).removeprefix("torch."),
+        "teacher": plan.path, "teacher_reason": plan.reason, "train_source": str(train or shard),
+        "valid_activations": str(valid_dir), "train_windows": source.windows, "valid_windows": valid.windows,
+        "batch_size": bld["batch_size"], "lr": bld["lr"],
+        "target": "parent layer recomputed from the stored or online input",
+    }
+
+    def build(name: str, layer: int) -> Entry:
+        entry = Entry(name, layer, deci, shape, multiple, parent[layer], act.get(layer))
         entry.module.to(device)
-        head = {**common, "variant": name, "kind": entry.kind, "init": entry.init,
-                "block_config": entry.block_config, "trainable_params": entry.trainable_params()}
-        if entry.trains:
-            got = train_entry(entry, teacher, (train, valid), pe, bld, seed, ckpt_root / name)
-        else:
-            got = measure_entry(entry, teacher, valid, pe, bld["batch_size"])
-        metrics = {**head, **got, "nmse_init": got["curve"][0]["nmse"], "nmse_final": got["curve"][-1]["nmse"]}
-        metrics["wall_s"] = round(metrics["wall_s"], 3)
-        write_entry(library_dir, entry, metrics, save_dtype)
-        results.append(metrics)
-    # Checkpoints go only once every entry of the job is written: a job killed between entries
+        return entry
+
+    results: dict[tuple[int, str], dict[str, Any]] = {}
+    with StopSignal() as stop:
+        for g, group in enumerate(groups):
+            entries = [build(n, i) for i in layers for n in group]
+            ckpt = Checkpoint(ckpt_root / f"group_{g}", {**recipe_base, "layers": layers, "entries": group})
+            got = train_group(entries, teachers, (source, valid), pe, bld, seed, ckpt, stop, dtype)
+            for e in entries:
+                results[e.layer, e.name] = _finish(library_dir, e, {**common, "group": g, **got[e.key]}, save_dtype)
+    for i in layers:
+        entries = [build(n, i) for n in names if n not in trained]
+        t0 = time.perf_counter()
+        values = evaluate(entries, teachers, valid, pe, bld["batch_size"], dtype) if entries else {}
+        for e in entries:
+            got = {"tokens": 0, "steps": 0, "curve": [{"step": 0, "nmse": values[e.key]}], "wall_s": time.perf_counter() - t0}
+            results[i, e.name] = _finish(library_dir, e, {**common, **got}, save_dtype)
+    # Checkpoints go only once every entry of the job is written: a job killed between groups
     # loses its outputs to Snakemake, but not the training behind them.
-    for name in names:
-        shutil.rmtree(ckpt_root / name, ignore_errors=True)
-    if ckpt_root.exists() and not any(ckpt_root.iterdir()):
-        ckpt_root.rmdir()
-    return results
+    shutil.rmtree(ckpt_root, ignore_errors=True)
+    with contextlib.suppress(OSError):  # not empty: other jobs' (or ranks') checkpoints
+        ckpt_root.parent.rmdir()
+    return [results[i, n] for i in layers for n in names]
+
+
+def _finish(library_dir: str, entry: Entry, got: dict[str, Any], save_dtype: torch.dtype) -> dict[str, Any]:
+    head = {"layer": entry.layer, "variant": entry.name, "kind": entry.kind, "init": entry.init,
+            "block_config": entry.block_config, "trainable_params": entry.trainable_params()}
+    metrics = {**head, **got, "nmse_init": got["curve"][0]["nmse"], "nmse_final": got["curve"][-1]["nmse"]}
+    metrics["wall_s"] = round(metrics["wall_s"], 3)
+    write_entry(library_dir, entry, metrics, save_dtype)
+    return metrics
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     config_mod.add_arguments(parser)
     parser.add_argument("--parent", required=True, help="parent HF checkpoint folder")
-    parser.add_argument("--train", required=True, help="training activations (activations/<corpus>/train)")
+    parser.add_argument("--train", help="training activations (activations/<corpus>/train); the stored teacher")
+    parser.add_argument("--shard", help="train token shard (data/<corpus>/train.bin); the online teacher")
     parser.add_argument("--valid", required=True, help="held-out activations (activations/<corpus>/valid)")
-    parser.add_argument("--layer", required=True, type=int, help="the layer whose entries to build")
+    parser.add_argument("--layer", required=True, type=parse_layers, help="the layer (or range A-B) to build")
     parser.add_argument("--kind", choices=["attention", "ffn"], help="decoupled only: just this subblock kind")
     parser.add_argument("--out", required=True, help="library folder (results/<experiment>/library)")
 
 
 def main(args: argparse.Namespace) -> None:
     cfg = config_mod.from_args(args)
-    for m in run(cfg, args.parent, args.train, args.valid, args.layer, args.out, args.kind):
+    for m in run(cfg, args.parent, args.valid, args.layer, args.out, args.train, args.shard, args.kind):
         print(
             f"layer {m['layer']} {m['variant']:<24} nMSE {m['nmse_init']:.3g} -> {m['nmse_final']:.3g} "
-            f"({m['steps']} steps, {m['wall_s']:.1f} s, {m['init']})"
+            f"({m['steps']} steps, {m['wall_s']:.1f} s, {m['teacher']}, {m['init']})"
         )

@@ -51,12 +51,16 @@ def sample_windows(tokens: np.ndarray, batch: int, length: int, seed: int, step:
     return torch.from_numpy(np.stack([np.asarray(tokens[s : s + length], dtype=np.int64) for s in starts]))
 
 
+def window_starts(n_tokens: int, count: int, length: int) -> np.ndarray:
+    """Starts of `count` evenly spaced windows of `length` tokens (fewer if the shard is shorter)."""
+    if n_tokens < length + 1:
+        raise ValueError(f"shard of {n_tokens} tokens is shorter than one window of {length}")
+    return np.linspace(0, n_tokens - length, min(count, n_tokens // length)).astype(np.int64)
+
+
 def fixed_windows(tokens: np.ndarray, count: int, length: int) -> torch.Tensor:
     """`count` evenly spaced, non-random windows (held-out evaluation sets)."""
-    if len(tokens) < length + 1:
-        raise ValueError(f"shard of {len(tokens)} tokens is shorter than one window of {length}")
-    count = min(count, len(tokens) // length)
-    starts = np.linspace(0, len(tokens) - length, count).astype(np.int64)
+    starts = window_starts(len(tokens), count, length)
     return torch.from_numpy(np.stack([np.asarray(tokens[s : s + length], dtype=np.int64) for s in starts]))
 
 
