@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from puzzle import activations, bld, config
+from puzzle.bld_plan import seq_len
 from puzzle.parent import llama_config
 
 
@@ -62,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = config.load(args.config, {"threads": args.threads} if args.threads else None)
     act, n_layers = cfg["activations"], cfg["parent"]["train"]["num_layers"]
-    seq = activations.seq_len(cfg)
+    seq = seq_len(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         parent = random_parent(cfg, root / "parent")
@@ -83,7 +84,7 @@ def main() -> None:
     for split, (sec, meta) in dump.items():
         print(f"activations {split:<5} {meta['windows']:>5} windows  {sec:6.1f} s  "
               f"{meta['bytes_per_token_per_layer']} B/token/layer  {meta['total_bytes'] / 2**20:7.1f} MiB")
-    print(f"{'entry':<24}{'steps':>6}{'trainable':>11}{'seconds':>9}{'s/step':>8}")
+    print(f"{'entry':<24}{'steps':>6}{'trainable':>11}{'seconds':>9}{'s/step':>8}  (seconds: its group's, trained together)")
     for m in metrics:
         per_step = m["wall_s"] / m["steps"] if m["steps"] else float("nan")
         print(f"{m['variant']:<24}{m['steps']:>6}{m['trainable_params']:>11,}{m['wall_s']:>9.2f}{per_step:>8.3f}")

@@ -37,6 +37,9 @@ def test_real_model_config_dry_run_plans_without_training_a_parent(repo, tmp_pat
     r = snakemake(repo, tmp_path / "wd", "-n", "--configfile", str(tmp_path / "real.yaml"), env=venv_env)
     assert r.returncode == 0, r.stderr + r.stdout
     assert "rule data:" in r.stdout and "rule parent:" not in r.stdout
+    # 0.25B BLD tokens per block: the parent runs inside the BLD jobs, so only held-out activations are dumped
+    assert "activations/files/valid" in r.stdout and "activations/files/train" not in r.stdout
+    assert "input: " + str(parent) + ", results/llama-3.1-8b-h100/data/files/train.bin" in r.stdout
     # Table 9 needs an embedded narrow corpus: only the paper target stops, naming the key
     r = snakemake(repo, tmp_path / "wd", "-n", "paper", "--configfile", str(tmp_path / "real.yaml"), env=venv_env)
     assert r.returncode != 0 and "paper.artifacts has table9: expected data.source = embedded, not 'files'" in r.stderr + r.stdout
