@@ -87,4 +87,4 @@ def test_the_planner_prints_the_real_8b_path_and_imports_no_torch(repo, tmp_path
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "teacher: online (auto: 250,000,000 BLD tokens x 32 layers" in r.stdout
-    assert "11 trained per layer, in 1 group(s)" in r.stdout and "GPU-hours" in r.stdout
+    assert "9 trained per layer, in 1 group(s)" in r.stdout and "GPU-hours" in r.stdout
