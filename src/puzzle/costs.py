@@ -47,21 +47,28 @@ import argparse
 import json
 import os
 import platform
-import random
-import statistics
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from puzzle import blocks
 from puzzle import config as config_mod
 from puzzle import cost_model as cm
+from puzzle import timing
 
 COLUMNS = [
     "kind", "variant", "scenario", "batch", "input_len", "output_len", "prefill_ms", "decode_ms",
-    "param_bytes", "kv_bytes_per_token", "device", "dtype",
+    "param_bytes", "kv_bytes_per_token", "device", "dtype", "tp",
+    "prefill_ms_lo", "prefill_ms_hi", "decode_ms_lo", "decode_ms_hi", "noisy",
 ]
 NON_BLOCK = cm.NON_BLOCK
+KINDS = ("measure", "device", "system")  # measured, analytic roofline, aiconfigurator
+
+
+class NoisyCostsError(config_mod.ConfigError):
+    """Measured differences that noise swamps: the stage stops naming them (costs.on_noise: stop)."""
 
 
 # ---- config --------------------------------------------------------------------------------------
@@ -71,11 +78,18 @@ def target_spec(cfg: dict[str, Any], name: str) -> dict[str, Any]:
     targets = cfg["costs"]["targets"]
     if name not in targets:
         raise config_mod.ConfigError(f"config error: --target {name!r}: expected one of {sorted(targets)}")
-    t = {"measure": False, "device": None, "dtype": "auto", "memory_gb": None, "peak_tflops": None,
-         "bandwidth_gbs": None, **targets[name]}
-    if bool(t["measure"]) == bool(t["device"]):
+    t = {"measure": False, "device": None, "system": None, "dtype": "auto", "tp": 1, "memory_gb": None,
+         "peak_tflops": None, "bandwidth_gbs": None, "fp8_tflops": None, "interconnect_gbs": None,
+         "backend": "trtllm", "backend_version": None, **targets[name]}
+    if sum(bool(t[k]) for k in KINDS) != 1:
         raise config_mod.ConfigError(
-            f"config error: costs.targets.{name}: expected either measure: true or device: <analytic device name>"
+            f"config error: costs.targets.{name}: expected one of measure: true, device: <analytic device name> "
+            "or system: <aiconfigurator system>"
+        )
+    if t["measure"] and (t["tp"] != 1 or t["dtype"] == "fp8"):
+        raise config_mod.ConfigError(
+            f"config error: costs.targets.{name}: tp = {t['tp']}, dtype = {t['dtype']}: a measured target times "
+            "one device in float32/bfloat16/float16 (tp 1); use an analytic or aiconfigurator target for tp and fp8"
         )
     return t
 
@@ -98,23 +112,36 @@ def _human(n: float) -> str:
     return f"{n:.0f} B"
 
 
-def check_memory(arch: cm.Arch, scen: list[dict[str, Any]], dtype_bytes: int, memory_bytes: float,
-                 device_name: str) -> None:
-    """Stop before any timing when a scenario cannot fit the parent on the device."""
+def check_memory(arch: cm.Arch, scen: list[dict[str, Any]], place: cm.Placement, memory_bytes: float,
+                 device_name: str, multiple: int = 256) -> list[str]:
+    """Stop before any costing when the parent cannot serve even a scenario's smallest batch on one GPU
+    of the target (parameters and KV cache per GPU at its tensor-parallel degree). Returns the larger
+    batches it does not fit ("scenario@batch"): their rows are written (a child may fit), the sidecar
+    names them, and the search's memory target is what rules them out."""
+    over = []
     for s in scen:
-        for b in s["batch_sizes"]:
-            params, kv = cm.memory_needed(arch, b, s["input_len"], s["output_len"], dtype_bytes)
-            if params + kv > memory_bytes:
-                raise config_mod.ConfigError(
-                    f"config error: costs scenario {s['name']!r} at batch {b} ({s['input_len']} + "
-                    f"{s['output_len']} tokens) needs {params + kv:,} bytes ({_human(params + kv)}: KV cache "
-                    f"{kv:,} + parameters {params:,}) at the parent's architecture, more than the "
-                    f"{memory_bytes:,.0f} bytes ({_human(memory_bytes)}) of {device_name}"
-                )
+        for i, b in enumerate(sorted(s["batch_sizes"])):
+            params, kv = cm.memory_needed(arch, b, s["input_len"], s["output_len"], place, multiple)
+            if params + kv <= memory_bytes:
+                continue
+            if i > 0:
+                over.append(f"{s['name']}@{b}")
+                continue
+            tp = f" per GPU at tp {place.tp}" if place.tp > 1 else ""
+            raise config_mod.ConfigError(
+                f"config error: costs scenario {s['name']!r} at batch {b} ({s['input_len']} + "
+                f"{s['output_len']} tokens) needs {params + kv:,} bytes{tp} ({_human(params + kv)}: KV cache "
+                f"{kv:,} + parameters {params:,}, {place.dtype}) at the parent's architecture, more than the "
+                f"{memory_bytes:,.0f} bytes ({_human(memory_bytes)}) of {device_name}"
+            )
+    return over
 
 
-def memory_rows(arch: cm.Arch, variants: list[tuple[str, str]], e: int, multiple: int) -> dict[str, tuple[int, int]]:
-    return {v: (cm.param_count(v, arch, multiple) * e, cm.kv_bytes_per_token(v, arch, e)) for _, v in variants}
+def memory_rows(arch: cm.Arch, variants: list[tuple[str, str]], place: cm.Placement,
+                multiple: int) -> dict[str, tuple[int, int]]:
+    """{variant: (parameter bytes, KV bytes per token per sequence)} on one GPU of the TP group."""
+    return {v: (cm.param_bytes(v, arch, place, multiple), cm.kv_bytes_per_token(v, arch, place.weight_bytes, place.tp))
+            for _, v in variants}
 
 
 def all_variants(arch: cm.Arch, space: dict[str, Any]) -> list[tuple[str, str]]:
@@ -126,26 +153,34 @@ def all_variants(arch: cm.Arch, space: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def analytic_rows(arch: cm.Arch, space: dict[str, Any], scen: list[dict[str, Any]], dev: cm.Device,
-                  dtype: str, multiple: int) -> list[dict[str, Any]]:
-    e = cm.DTYPE_BYTES[dtype]
+                  place: cm.Placement, multiple: int) -> list[dict[str, Any]]:
     variants = all_variants(arch, space)
-    mem = memory_rows(arch, variants, e, multiple)
+    mem = memory_rows(arch, variants, place, multiple)
     rows = []
     for s in scen:
         kv_len = cm.decode_kv_len(s["input_len"], s["output_len"])
         for b in s["batch_sizes"]:
             for kind, v in variants:
-                pre = cm.roofline_ms(*cm.prefill_work(v, arch, b, s["input_len"], e, multiple), dev)
-                dec = cm.roofline_ms(*cm.decode_work(v, arch, b, kv_len, e, multiple), dev)
-                rows.append(_row(kind, v, s, b, pre, dec, mem[v], dev.name, dtype))
+                pre = cm.roofline_ms(*cm.prefill_work(v, arch, b, s["input_len"], place, multiple), dev, place.dtype)
+                pre += 1e3 * cm.allreduce_s(v, arch, b, s["input_len"], place, dev)
+                dec = cm.roofline_ms(*cm.decode_work(v, arch, b, kv_len, place, multiple), dev, place.dtype)
+                dec += 1e3 * cm.allreduce_s(v, arch, b, 1, place, dev)
+                rows.append(_row(kind, v, s, b, pre, dec, mem[v], dev.name, place))
     return rows
 
 
-def _row(kind: str, v: str, s: dict[str, Any], b: int, pre: float, dec: float, mem: tuple[int, int],
-         device: str, dtype: str) -> dict[str, Any]:
+Interval = tuple[float, float, float]  # (value, lo, hi)
+
+
+def _row(kind: str, v: str, s: dict[str, Any], b: int, pre: float | Interval, dec: float | Interval,
+         mem: tuple[int, int], device: str, place: cm.Placement, noisy: bool = False) -> dict[str, Any]:
+    """One costs.csv row; a time without an interval (estimates) has lo = hi = the time."""
+    pre, dec = ((x, x, x) if isinstance(x, (int, float)) else x for x in (pre, dec))
     return {"kind": kind, "variant": v, "scenario": s["name"], "batch": b, "input_len": s["input_len"],
-            "output_len": s["output_len"], "prefill_ms": pre, "decode_ms": dec, "param_bytes": mem[0],
-            "kv_bytes_per_token": mem[1], "device": device, "dtype": dtype}
+            "output_len": s["output_len"], "prefill_ms": pre[0], "decode_ms": dec[0], "param_bytes": mem[0],
+            "kv_bytes_per_token": mem[1], "device": device, "dtype": place.dtype, "tp": place.tp,
+            "prefill_ms_lo": pre[1], "prefill_ms_hi": pre[2], "decode_ms_lo": dec[1], "decode_ms_hi": dec[2],
+            "noisy": noisy}
 
 
 # ---- measured ------------------------------------------------------------------------------------
@@ -181,129 +216,6 @@ def build_model(config: Any, device: Any, dtype: Any) -> Any:
     return model.to(dtype=dtype).eval()
 
 
-class Timer:
-    """Median wall time of a callable after warm-up, synchronizing a GPU around every run."""
-
-    def __init__(self, device: Any, warmup: int, repeats: int, statistic: str = "median", clock: str = "wall") -> None:
-        self.device, self.warmup, self.repeats = device, warmup, repeats
-        self.statistic = {"median": statistics.median, "min": min}[statistic]
-        if clock == "cpu" and device.type == "cuda":
-            raise config_mod.ConfigError("config error: costs.clock = cpu: a GPU is timed by the wall clock only")
-        self.clock = {"wall": time.perf_counter, "cpu": time.process_time}[clock]
-
-    def sync(self) -> None:
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def once(self, fn: Callable[[], Any], after: Callable[[], Any] | None = None) -> float:
-        self.sync()
-        t = self.clock()
-        fn()
-        self.sync()
-        dt = self.clock() - t
-        if after is not None:
-            after()
-        return dt
-
-
-class Workload:
-    """Prefill and decode calls of one model for one (batch, input_len, output_len)."""
-
-    def __init__(self, model: Any, batch: int, input_len: int, output_len: int, device: Any) -> None:
-        import torch
-
-        self.model, self.device = model, device
-        vocab = model.config.vocab_size
-        g = torch.Generator().manual_seed(0)
-        self.kv_len = cm.decode_kv_len(input_len, output_len)
-        self.prompt = torch.randint(0, vocab, (batch, input_len), generator=g).to(device)
-        self.context = torch.randint(0, vocab, (batch, self.kv_len), generator=g).to(device)
-        self.step = torch.randint(0, vocab, (batch, 1), generator=g).to(device)
-        self.cache = None
-
-    def prefill(self) -> Any:
-        import torch
-        from transformers.cache_utils import DynamicCache
-
-        with torch.no_grad():
-            return self.model(input_ids=self.prompt, cache=DynamicCache(), use_cache=True, logits_to_keep=1)
-
-    def prepare_decode(self) -> None:
-        import torch
-        from transformers.cache_utils import DynamicCache
-
-        self.cache = DynamicCache()
-        with torch.no_grad():
-            self.model(input_ids=self.context, cache=self.cache, use_cache=True, logits_to_keep=1)
-
-    def decode(self) -> Any:
-        import torch
-
-        with torch.no_grad():
-            return self.model(input_ids=self.step, cache=self.cache, use_cache=True, logits_to_keep=1)
-
-    def rewind(self) -> None:
-        """Drop the token the last decode step appended: every step sees kv_len cached tokens."""
-        if self.cache is not None and self.cache.get_seq_length() > self.kv_len:
-            self.cache.crop(-1)
-
-
-def round_robin_orders(n_models: int, rounds: int, seed: int = 0) -> list[list[int]]:
-    """The order in which each round visits the models: every round a permutation of all of them
-    (shuffled, seeded, so no model is always timed right after the same neighbour)."""
-    rng = random.Random(seed)
-    orders = []
-    for _ in range(rounds):
-        order = list(range(n_models))
-        rng.shuffle(order)
-        orders.append(order)
-    return orders
-
-
-def time_models(models: list[Any], batch: int, input_len: int, output_len: int, timer: Timer,
-                seed: int = 0) -> list[tuple[float, float]]:
-    """(prefill s, decode s) of each model: warm-up, then `repeats` rounds that each time every model once
-    (in a shuffled order), so that a slow spell of the machine hits all models alike; each round's
-    common slowdown divided out (normalize_rounds), then the statistic (median or min) over the rounds
-    per model."""
-    loads = [Workload(m, batch, input_len, output_len, timer.device) for m in models]
-    pre: list[list[float]] = [[] for _ in models]
-    dec: list[list[float]] = [[] for _ in models]
-    for w in loads:
-        for _ in range(timer.warmup):
-            w.prefill()
-    for order in round_robin_orders(len(loads), timer.repeats, seed):
-        for k in order:
-            pre[k].append(timer.once(loads[k].prefill))
-    for w in loads:
-        w.prepare_decode()
-        for _ in range(timer.warmup):
-            timer.once(w.decode, w.rewind)
-    for order in round_robin_orders(len(loads), timer.repeats, seed + 1):
-        for k in order:
-            dec[k].append(timer.once(loads[k].decode, loads[k].rewind))
-    for w in loads:
-        w.cache = None
-    pre, dec = normalize_rounds(pre), normalize_rounds(dec)
-    return [(timer.statistic(pre[k]), timer.statistic(dec[k])) for k in range(len(models))]
-
-
-def normalize_rounds(times: list[list[float]]) -> list[list[float]]:
-    """Times of several models over the same rounds (times[model][round]) with each round's common
-    slowdown divided out: round r's factor is the median over the models of time / that model's median
-    time, so a round in which the machine ran 30% slow (another job, a frequency change) has a factor
-    of about 1.3 and its times count as if it had not. One model alone is returned as it is (nothing
-    to compare it with)."""
-    if len(times) < 2 or not times[0]:
-        return [list(t) for t in times]
-    med = [statistics.median(t) for t in times]
-    factors = [statistics.median(t[r] / m for t, m in zip(times, med) if m > 0) if any(m > 0 for m in med) else 1.0
-               for r in range(len(times[0]))]
-    return [[x / f if f > 0 else x for x, f in zip(t, factors)] for t in times]
-
-
 def stack_specs(arch: cm.Arch, space: dict[str, Any]) -> list[tuple[str, tuple[str, str]]]:
     """(name, (attention, ffn)) of every stack timed: the empty layer, then every variant that is not a
     no-op with the other subblock a no-op (the parent's attention first)."""
@@ -328,36 +240,84 @@ def together_bytes(arch: cm.Arch, space: dict[str, Any], scen: list[dict[str, An
     return total * e
 
 
+def costs_from_times(t: dict[Any, Any], n: int, num_layers: int, gqa: list[str], names: list[str]) -> dict[str, Any]:
+    """One phase's costs (seconds) from the stacks' times: t["zero"] is the model without layers,
+    t[(name, 1)] and t[(name, 2)] the stacks of N and 2N copies; plain numbers and numpy arrays
+    (bootstrap resamples) alike. Returns every name's cost, the non-block part and the empty layer's
+    cost e (key "empty"):
+
+        cost(v) = (T_v(2N) - T_v(N)) / N - e,   e = that slope of the empty layer (at least 0)
+        non_block = max(mean over the GQA attentions of 2 T(N) - T(2N), T(0 layers)) + L e
+
+    (the intercept of KV-cached attention stacks is the fixed cost of a model with a KV cache:
+    embeddings, RoPE, mask, cache bookkeeping, final norm, head; the model without layers is a floor
+    against noise; every layer of a child pays the empty layer's call)."""
+    slope = {v: (t[(v, 2)] - t[(v, 1)]) / n for v in ["empty", *names]}
+    e = np.maximum(slope["empty"], 0.0)
+    out = {v: slope[v] - e for v in names}
+    fixed = np.maximum(sum(2 * t[(v, 1)] - t[(v, 2)] for v in gqa) / len(gqa), t["zero"])
+    out[NON_BLOCK] = fixed + num_layers * e
+    out["empty"] = e
+    return out
+
+
+class _Group:
+    """Raw round times of models that were timed together (times[model][round] per phase)."""
+
+    def __init__(self, keys: list[Any]) -> None:
+        self.keys = keys
+        self.times: tuple[list[list[float]], list[list[float]]] = ([[] for _ in keys], [[] for _ in keys])
+
+    def add(self, pre: list[list[float]], dec: list[list[float]]) -> None:
+        for mine, new in zip(self.times, (pre, dec)):
+            for t, x in zip(mine, new):
+                t.extend(x)
+
+    @property
+    def rounds(self) -> int:
+        return len(self.times[0][0])
+
+    def stats(self, statistic: str) -> dict[Any, tuple[float, float]]:
+        pre, dec = (timing.summarize(t, statistic) for t in self.times)
+        return {k: (pre[i], dec[i]) for i, k in enumerate(self.keys)}
+
+    def resampled(self, statistic: str, resamples: int, seed: int) -> dict[Any, tuple[np.ndarray, np.ndarray]]:
+        pre, dec = (timing.resampled(t, statistic, resamples, seed + k) for k, t in enumerate(self.times))
+        return {k: (pre[i], dec[i]) for i, k in enumerate(self.keys)}
+
+
 def measured_rows(parent_config: dict[str, Any], arch: cm.Arch, space: dict[str, Any], scen: list[dict[str, Any]],
                   costs_cfg: dict[str, Any], device: Any, dtype_name: str, multiple: int,
                   log: Callable[[str], None] = print, also: list[Any] = (), together: bool | None = None,
                   ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Measured rows of every variant x scenario x batch size, and what the sidecar records.
 
-    Per (scenario, batch): T_v(N), T_v(2N) for every non-no-op variant v (stacks of v with the other
-    subblock no-op) and for the empty layer; m_v = (T_v(2N) - T_v(N)) / N, e = m_empty;
-    cost(v) = m_v - e; non_block = 2 T_a(N) - T_a(2N) + L e, the fixed cost of a model with KV-cached
-    attention (the intercept of the GQA attention stacks, averaged over them: embeddings, RoPE, mask, cache
-    bookkeeping, final norm and head; at least the time of the model without layers, a floor
-    against noise) plus every layer's call overhead.
+    Per (scenario, batch): T(N), T(2N) of a stack of every non-no-op variant (the other subblock a
+    no-op) and of the empty layer, and T of the model without layers; costs from them by
+    `costs_from_times`, each with the interval of a bootstrap over the rounds (`costs.interval`,
+    `costs.bootstrap`). A (scenario, batch) where some variant's interval reaches 0 is timed again,
+    `costs.repeats` more rounds each time, at most `costs.remeasure` times; what is still not
+    clearly above 0 then stops the stage naming the rows (`costs.on_noise: stop`) or is written
+    with noisy = True (`mark`).
 
     together (None = when all of them take under a quarter of the device's memory, see together_bytes):
-    every stack and the model without layers are held at once and timed in the same rounds
-    (time_models), so that the machine's drifts hit every variant alike; otherwise one variant's N and
-    2N stacks at a time. `also`: further models timed in the same rounds (a benchmark's whole models);
-    their (prefill s, decode s) per (scenario, batch) come back in extra["also"].
+    every stack and the model without layers are held at once and timed in the same rounds, so that
+    the machine's drifts hit every variant alike; otherwise one variant's N and 2N stacks at a time.
+    `also`: further models timed in the same rounds (a benchmark's whole models); their (prefill s,
+    decode s) per (scenario, batch) come back in extra["also"].
     """
     import torch
 
     from puzzle.training import DTYPES
 
     dtype = DTYPES[dtype_name]
-    e = cm.DTYPE_BYTES[dtype_name]
+    place = cm.Placement(dtype_name)
     n = costs_cfg["n_copies"]
-    timer = Timer(device, costs_cfg["warmup"], costs_cfg["repeats"], costs_cfg.get("statistic", "median"),
-                  costs_cfg.get("clock", "wall"))
+    statistic = costs_cfg.get("statistic", "median")
+    level, resamples = costs_cfg.get("interval", 0.9), costs_cfg.get("bootstrap", 1000)
+    timer = timing.Timer(device, costs_cfg["warmup"], costs_cfg["repeats"], statistic, costs_cfg.get("clock", "wall"))
     variants = all_variants(arch, space)
-    mem = memory_rows(arch, variants, e, multiple)
+    mem = memory_rows(arch, variants, place, multiple)
     noops = (blocks.ATTN_NOOP, blocks.FFN_NOOP)
     if device.type == "cuda":
         dev_name = torch.cuda.get_device_name(device)
@@ -366,12 +326,11 @@ def measured_rows(parent_config: dict[str, Any], arch: cm.Arch, space: dict[str,
         dev_name = f"cpu ({platform.processor() or platform.machine()})"
         free = device_memory_bytes(device)
     if together is None:
-        together = together_bytes(arch, space, scen, n, e, multiple) < 0.25 * free
+        together = together_bytes(arch, space, scen, n, place.weight_bytes, multiple) < 0.25 * free
 
     stacks = stack_specs(arch, space)
-    raw: dict[tuple[str, int, str], tuple[tuple[float, float], tuple[float, float]]] = {}
-    also_t: dict[tuple[str, int], list[tuple[float, float]]] = {}
-    zero_t: dict[tuple[str, int], tuple[float, float]] = {}
+    names = [name for name, _ in stacks if name != "empty"]
+    gqa = [v for k, v in variants if k == "attention" and blocks.kv_heads_of(v)]
     cases = [(s, b) for s in scen for b in s["batch_sizes"]]
     t0 = time.perf_counter()
 
@@ -379,68 +338,101 @@ def measured_rows(parent_config: dict[str, Any], arch: cm.Arch, space: dict[str,
         block = blocks.block_config(*pair, arch.shape, multiple)
         return [build_model(stack_config(parent_config, block, k), device, dtype) for k in (n, 2 * n)]
 
-    # the model without layers: a floor for the fixed cost, which the extrapolation estimates noisily
-    zero = build_model(stack_config(parent_config, None, 0), device, dtype)
+    # units of models timed together: all of them at once, or the model without layers (a floor for
+    # the fixed cost) with `also`, and then one variant's N and 2N stacks at a time
+    base_keys = ["zero"] + [("also", i) for i in range(len(also))]
+    units: dict[str, tuple[list[Any], Callable[[], list[Any]]]] = {}
+    zero_and_also = lambda: [build_model(stack_config(parent_config, None, 0), device, dtype), *also]  # noqa: E731
     if together:
-        models = [zero] + [m for _, pair in stacks for m in build(pair)] + list(also)
-        for i, (s, b) in enumerate(cases):
-            t = time_models(models, b, s["input_len"], s["output_len"], timer, seed=2 * i)
-            zero_t[(s["name"], b)] = t[0]
-            for j, (name, _) in enumerate(stacks):
-                raw[(s["name"], b, name)] = (t[1 + 2 * j], t[2 + 2 * j])
-            also_t[(s["name"], b)] = t[1 + 2 * len(stacks):]
-            log(f"{s['name']} at batch {b}: {time.perf_counter() - t0:.1f} s")
-        del models
+        keys = base_keys + [(name, k) for name, _ in stacks for k in (1, 2)]
+        units["all"] = (keys, lambda: zero_and_also() + [m for _, pair in stacks for m in build(pair)])
     else:
-        for i, (s, b) in enumerate(cases):
-            t = time_models([zero, *also], b, s["input_len"], s["output_len"], timer, seed=2 * i)
-            zero_t[(s["name"], b)], also_t[(s["name"], b)] = t[0], t[1:]
+        units["base"] = (base_keys, zero_and_also)
         for name, pair in stacks:
-            models = build(pair)
-            for i, (s, b) in enumerate(cases):
-                raw[(s["name"], b, name)] = tuple(time_models(models, b, s["input_len"], s["output_len"], timer,
-                                                              seed=2 * i))
+            units[name] = ([(name, 1), (name, 2)], lambda pair=pair: build(pair))
+    kept = {}  # units whose models stay built: remeasuring them needs no rebuild
+    groups = {(c, u): _Group(keys) for c in range(len(cases)) for u, (keys, _) in units.items()}
+
+    def measure(unit: str, case_ids: list[int], attempt: int) -> None:
+        models = kept.get(unit) or units[unit][1]()
+        for c in case_ids:
+            s, b = cases[c]
+            groups[(c, unit)].add(*timing.time_models(models, b, s["input_len"], s["output_len"], timer,
+                                                      seed=2 * c + 1000 * attempt))
+        if together or unit == "base":
+            kept[unit] = models
+        elif device.type == "cuda":
             del models
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            log(f"{name}: {time.perf_counter() - t0:.1f} s")
-    del zero
+            torch.cuda.empty_cache()
 
-    def slope(key: tuple[str, int, str], k: int) -> float:
-        tn, t2n = raw[key]
-        return (t2n[k] - tn[k]) / n
+    def estimate(c: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(point, resamples) of every cost of case c, per phase: {name: (prefill, decode)}."""
+        point, boot = {}, {}
+        for u in units:
+            point.update(groups[(c, u)].stats(statistic))
+            boot.update(groups[(c, u)].resampled(statistic, resamples, seed=17 * c + 7 * len(boot)))
+        derive = lambda t, k: costs_from_times({key: v[k] for key, v in t.items()}, n, arch.num_hidden_layers,  # noqa: E731
+                                               gqa, names)
+        return ({v: (derive(point, 0)[v], derive(point, 1)[v]) for v in [*names, NON_BLOCK, "empty"]},
+                {v: tuple(timing.interval(derive(boot, k)[v], level) for k in (0, 1)) for v in [*names, NON_BLOCK]})
 
-    rows, clamped = [], 0
-    extra: dict[str, Any] = {"empty_layer_ms": {}, "fixed_ms": {}}
-    for s in scen:
-        for b in s["batch_sizes"]:
-            sb = (s["name"], b)
-            # an empty layer cannot save time: a negative slope is noise
-            e_layer = [max(slope((*sb, "empty"), k), 0.0) for k in (0, 1)]
-            # intercepts 2 T(N) - T(2N) of every KV-cached attention's stacks, averaged (each is noisy)
-            gqa = [v for k, v in variants if k == "attention" and blocks.kv_heads_of(v)]
-            fixed = [
-                max(statistics.fmean(2 * raw[(*sb, v)][0][k] - raw[(*sb, v)][1][k] for v in gqa), zero_t[sb][k])
-                for k in (0, 1)
-            ]
-            extra["empty_layer_ms"][f"{s['name']}@{b}"] = [1e3 * x for x in e_layer]
-            extra["fixed_ms"][f"{s['name']}@{b}"] = [1e3 * x for x in fixed]
-            for kind, v in variants:
-                if v in noops:
-                    pre, dec = 0.0, 0.0
-                elif v == NON_BLOCK:
-                    pre, dec = (fixed[k] + arch.num_hidden_layers * e_layer[k] for k in (0, 1))
-                else:
-                    pre, dec = (slope((*sb, v), k) - e_layer[k] for k in (0, 1))
-                clamped += (pre < 0) + (dec < 0)
-                rows.append(_row(kind, v, s, b, 1e3 * max(pre, 0.0), 1e3 * max(dec, 0.0), mem[v], dev_name, dtype_name))
-    extra["negative_differences_clamped_to_0"] = clamped
+    def noisy_rows(c: int, ci: dict[str, Any]) -> list[tuple[str, int]]:
+        return [(v, k) for v in names for k in (0, 1) if ci[v][k][0] <= 0]
+
+    for u in units:
+        measure(u, list(range(len(cases))), 0)
+        log(f"{u}: {time.perf_counter() - t0:.1f} s")
+    results = {c: estimate(c) for c in range(len(cases))}
+    for attempt in range(1, costs_cfg.get("remeasure", 2) + 1):
+        noisy = {c: noisy_rows(c, results[c][1]) for c in results}
+        noisy = {c: rows for c, rows in noisy.items() if rows}
+        if not noisy:
+            break
+        redo = {"all"} if together else {"empty"} | {v for rows in noisy.values() for v, _ in rows}
+        for u in sorted(redo):
+            measure(u, sorted(noisy), attempt)
+        for c in noisy:
+            results[c] = estimate(c)
+        log(f"timed again ({attempt}): {len(noisy)} cases with a difference not clearly above 0, "
+            f"{time.perf_counter() - t0:.1f} s")
+    kept.clear()
+
+    rows, noisy_names = [], []
+    extra: dict[str, Any] = {"empty_layer_ms": {}, "rounds": {}}
+    also_t: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for c, (s, b) in enumerate(cases):
+        point, ci = results[c]
+        key = f"{s['name']}@{b}"
+        extra["empty_layer_ms"][key] = [1e3 * x for x in point["empty"]]
+        extra["rounds"][key] = {u: groups[(c, u)].rounds for u in units}
+        stats = groups[(c, "all" if together else "base")].stats(statistic)
+        also_t[(s["name"], b)] = [stats[("also", i)] for i in range(len(also))]
+        bad = {v for v, _ in noisy_rows(c, ci)}
+        for kind, v in variants:
+            if v in noops:
+                pre = dec = (0.0, 0.0, 0.0)
+            else:  # in ms; a time below 0 is noise: written as 0, and the interval reaching 0 says so
+                pre, dec = (tuple(max(1e3 * float(x), 0.0) for x in (point[v][k], *ci[v][k])) for k in (0, 1))
+            if v in bad:
+                noisy_names.append(f"{key} {v} (prefill {_ms_interval(pre)}, decode {_ms_interval(dec)})")
+            rows.append(_row(kind, v, s, b, pre, dec, mem[v], dev_name, place, noisy=v in bad))
+    if noisy_names and costs_cfg.get("on_noise", "stop") == "stop":
+        raise NoisyCostsError(
+            f"costs: {len(noisy_names)} measured differences are not clearly above 0 after "
+            f"{costs_cfg.get('remeasure', 2)} more measurements (costs.remeasure): {'; '.join(noisy_names[:6])}"
+            f"{' ...' if len(noisy_names) > 6 else ''}; time on a quieter machine, raise costs.repeats or "
+            "costs.n_copies, or write them marked noisy with costs.on_noise: mark"
+        )
+    extra["noisy_rows"] = noisy_names
     extra["device_name"] = dev_name
     extra["timed_together"] = together
     if also:
         extra["also"] = also_t
     return rows, extra
 
+
+def _ms_interval(x: Interval) -> str:
+    return f"{x[0]:.4f} ms in [{x[1]:.4f}, {x[2]:.4f}]"
 
 # ---- stage ---------------------------------------------------------------------------------------
 
@@ -466,9 +458,13 @@ def run(cfg: dict[str, Any], parent_dir: str | os.PathLike, target: str,
     meta: dict[str, Any] = {
         "target": target, "parent": str(parent_dir), "scenarios": scen,
         "decode_kv_len": "input_len + output_len // 2",
-        "columns": {"prefill_ms": "prefill of the batch's prompts through one instance",
+        "columns": {"prefill_ms": "prefill of the batch's prompts through one instance (its tp GPUs)",
                     "decode_ms": "one decode step of the batch through one instance",
-                    "param_bytes": "parameters of one instance", "kv_bytes_per_token": "per token per sequence"},
+                    "param_bytes": "parameters of one instance on one of its GPUs",
+                    "kv_bytes_per_token": "per token per sequence on one GPU",
+                    "tp": "GPUs per instance (tensor parallelism)",
+                    "*_lo, *_hi": "interval of the time (measured: bootstrap over rounds; estimates: the time)",
+                    "noisy": "measured difference not clearly above 0 (written under costs.on_noise: mark)"},
     }
     t0 = time.perf_counter()
     if spec["measure"]:
@@ -481,33 +477,52 @@ def run(cfg: dict[str, Any], parent_dir: str | os.PathLike, target: str,
         device = pick_device(cfg["device"])
         dtype = spec["dtype"] if spec["dtype"] != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
         memory = spec["memory_gb"] * 1e9 if spec["memory_gb"] else device_memory_bytes(device)
-        check_memory(arch, scen, cm.DTYPE_BYTES[dtype], memory, f"device {device}")
+        over = check_memory(arch, scen, cm.Placement(dtype), memory, f"device {device}", multiple)
         log(f"measuring on {device} ({dtype}, {torch.get_num_threads()} threads)")
         rows, extra = measured_rows(parent_config, arch, space, scen, cfg["costs"], device, dtype, multiple, log)
+        c = cfg["costs"]
         meta.update({
             "method": "measured: cost = (T(2N copies) - T(N copies)) / N - e (e: an empty layer's); "
                       "non_block = max(mean over GQA variants of 2 T(N) - T(2N), T(0 layers)) + L e; "
                       "T: statistic over rounds that time every stack once each, the round's common "
-                      "slowdown divided out",
-            "device": extra.pop("device_name"), "dtype": dtype, "memory_bytes": memory,
+                      "slowdown divided out (timing.py); interval: bootstrap over the rounds",
+            "device": extra.pop("device_name"), "dtype": dtype, "tp": 1, "memory_bytes": memory,
             "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
-            "threads": torch.get_num_threads(), "repeats": cfg["costs"]["repeats"], "warmup": cfg["costs"]["warmup"],
-            "n_copies": cfg["costs"]["n_copies"], "statistic": cfg["costs"]["statistic"],
-            "clock": {"wall": "wall clock (perf_counter)", "cpu": "process CPU time"}[cfg["costs"]["clock"]], **extra,
+            "threads": torch.get_num_threads(), "repeats": c["repeats"], "warmup": c["warmup"],
+            "n_copies": c["n_copies"], "statistic": c["statistic"],
+            "interval": {"level": c["interval"], "bootstrap_resamples": c["bootstrap"], "remeasure": c["remeasure"],
+                         "on_noise": c["on_noise"]},
+            "clock": {"wall": "wall clock (perf_counter)", "cpu": "process CPU time"}[c["clock"]], **extra,
         })
+    elif spec["system"]:
+        from puzzle.aiconfigurator import aiconfigurator_rows
+
+        dtype = spec["dtype"] if spec["dtype"] != "auto" else "bfloat16"
+        place = cm.Placement(dtype, spec["tp"])
+        variants = all_variants(arch, space)
+        rows, extra = aiconfigurator_rows(parent_config, arch, space, scen, spec, target, multiple, _row, variants,
+                                          memory_rows(arch, variants, place, multiple), log)
+        memory = spec["memory_gb"] * 1e9 if spec["memory_gb"] else extra["memory_bytes"]
+        over = check_memory(arch, scen, place, memory, f"{spec['system']} at tp {spec['tp']}", multiple)
+        meta.update({**extra, "memory_bytes": memory})
     else:
         try:
-            dev = cm.device(spec["device"], spec["peak_tflops"], spec["bandwidth_gbs"], spec["memory_gb"])
+            dev = cm.device(spec["device"], spec["peak_tflops"], spec["bandwidth_gbs"], spec["memory_gb"],
+                            spec["fp8_tflops"], spec["interconnect_gbs"])
+            place = cm.Placement(spec["dtype"] if spec["dtype"] != "auto" else "bfloat16", spec["tp"])
+            over = check_memory(arch, scen, place, dev.memory_gb * 1e9, dev.name, multiple)
+            rows = analytic_rows(arch, space, scen, dev, place, multiple)
         except ValueError as err:
+            if isinstance(err, config_mod.ConfigError):
+                raise
             raise config_mod.ConfigError(f"config error: costs.targets.{target}: {err}") from None
-        dtype = spec["dtype"] if spec["dtype"] != "auto" else "bfloat16"
-        check_memory(arch, scen, cm.DTYPE_BYTES[dtype], dev.memory_gb * 1e9, dev.name)
-        rows = analytic_rows(arch, space, scen, dev, dtype, multiple)
         meta.update({
-            "method": "analytic roofline: max(flops / peak, bytes / bandwidth) per subblock (cost_model.py)",
-            "device": dev.name, "dtype": dtype, "peak_tflops": dev.peak_tflops,
-            "bandwidth_gbs": dev.bandwidth_gbs, "memory_gb": dev.memory_gb,
+            "method": "analytic roofline: max(flops / peak, bytes / bandwidth) per subblock on one GPU of tp, "
+                      "+ all-reduce at tp > 1 (cost_model.py)",
+            "device": dev.name, "dtype": place.dtype, "tp": place.tp, "peak_tflops": dev.tflops(place.dtype),
+            "bandwidth_gbs": dev.bandwidth_gbs, "memory_gb": dev.memory_gb, "interconnect_gbs": dev.interconnect_gbs,
         })
+    meta["parent_exceeds_memory"] = over
     meta["wall_s"] = round(time.perf_counter() - t0, 2)
     return pd.DataFrame(rows, columns=COLUMNS), meta
 
