@@ -180,7 +180,7 @@ def _params(variant: str, arch: Arch, multiple: int, tp: int) -> tuple[int, int]
     if variant in (blocks.ATTN_NOOP, blocks.FFN_NOOP):
         return 0, 0
     if variant in (blocks.ATTN_LINEAR, blocks.FFN_LINEAR):
-        return h * _split(h, tp), h + h
+        return h * _split(h, tp), h
     if blocks.kind_of(variant) == "attention":
         q = _split(arch.num_attention_heads, tp) * arch.head_dim
         kv = _split(blocks.kv_heads_of(variant), tp) * arch.head_dim

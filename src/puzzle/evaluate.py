@@ -12,9 +12,10 @@ Quality, on the same fixed windows of the test shard for every model (nats per t
 Throughput: output tokens/s of greedy generation (prefill into a KV cache, then one forward per token,
 exactly output_len new tokens; `greedy_generate`) for each
 scenario (batch, input_len, output_len): the search solution's own scenario and `evaluate.scenarios`.
-Models take turns within every repeat (interleaved, the order rotating) and the median is kept, so
-the parent and its children meet the same machine load; models with the same architecture share
-one measurement. Retained quality is model / parent for token_acc and parent / model for lm_loss
+Timed as the costs stage times its stacks (timing.py): models take turns within every round in a
+shuffled order, each round's common slowdown is divided out and the median over rounds is kept, so
+the parent and its children meet the same machine load and predicted and measured speed-ups are
+timed alike; models with the same architecture share one measurement. Retained quality is model / parent for token_acc and parent / model for lm_loss
 (both "higher is better", 100% = the parent's); the throughput ratio is model / parent tokens/s.
 
 Writes EVAL_DIR/{name}.json per model (parent.json included); `--summarize` gathers runs into one
@@ -25,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ import pandas as pd
 import torch
 
 from puzzle import config as config_mod
-from puzzle import metrics
+from puzzle import metrics, timing
 from puzzle.data import read_shard
 from puzzle.io import read_json, write_csv, write_json
 from puzzle.training import fixed_windows, pick_device, resolve_dtype
@@ -95,53 +94,42 @@ def greedy_generate(model: Any, prompts: torch.Tensor, output_len: int) -> torch
     return torch.cat(tokens, dim=1)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def generation_seconds(model: Any, prompts: torch.Tensor, output_len: int) -> float:
-    """Wall time of one greedy, KV-cached generation of exactly `output_len` tokens per prompt."""
-    device = next(model.parameters()).device
-    _sync(device)
-    t0 = time.perf_counter()
-    greedy_generate(model, prompts, output_len)
-    _sync(device)
-    return time.perf_counter() - t0
-
-
 def architecture(model: Any) -> str:
     """Models with equal architectures run at the same speed: one measurement serves them all."""
     return json.dumps([type(model).__name__, getattr(model.config, "block_configs", None)], sort_keys=True)
 
 
 def throughput(
-    models: dict[str, Any], scenario_list: list[dict[str, Any]], tokens: Any, repeats: int, warmup: int
+    models: dict[str, Any], scenario_list: list[dict[str, Any]], tokens: Any, repeats: int, warmup: int,
+    statistic: str = "median", seed: int = 0,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """{model: {scenario key: {batch, input_len, output_len, tokens_per_s (median), seconds}}}."""
+    """{model: {scenario key: {batch, input_len, output_len, tokens_per_s, seconds, measured_as}}}.
+
+    Timed by the costs stage's harness (timing.time_calls): after warm-up, every round times one
+    generation of every architecture in a shuffled order, each round's common slowdown is divided
+    out, and tokens_per_s is batch * output_len over the statistic of those seconds; `seconds` are
+    the raw times of the rounds."""
     reps: dict[str, str] = {}
     for name, model in models.items():
         reps.setdefault(architecture(model), name)
     timed = list(reps.values())
+    device = next(models[timed[0]].parameters()).device
+    timer = timing.Timer(device, warmup, repeats, statistic)
     result: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in models}
-    for s in scenario_list:
-        device = next(models[timed[0]].parameters()).device
+    for i, s in enumerate(scenario_list):
         prompts = fixed_windows(tokens, s["batch"], s["input_len"])
         prompts = prompts.repeat((s["batch"] + len(prompts) - 1) // len(prompts), 1)[: s["batch"]].to(device)
-        seconds: dict[str, list[float]] = {name: [] for name in timed}
-        for name in timed:
-            for _ in range(warmup):
-                generation_seconds(models[name], prompts, s["output_len"])
-        for r in range(repeats):
-            for name in timed[r % len(timed) :] + timed[: r % len(timed)]:
-                seconds[name].append(generation_seconds(models[name], prompts, s["output_len"]))
+        calls = [lambda m=models[name]: greedy_generate(m, prompts, s["output_len"]) for name in timed]
+        raw = timing.time_calls(calls, timer, seed=seed + i)
+        stat = dict(zip(timed, timing.summarize(raw, statistic)))
+        seconds = dict(zip(timed, raw))
         for name, model in models.items():
-            runs = seconds[reps[architecture(model)]]
+            rep = reps[architecture(model)]
             result[name][scenario_key(s)] = {
                 **{k: s[k] for k in ("batch", "input_len", "output_len")},
-                "tokens_per_s": s["batch"] * s["output_len"] / statistics.median(runs),
-                "seconds": runs,
-                "measured_as": reps[architecture(model)],
+                "tokens_per_s": s["batch"] * s["output_len"] / stat[rep],
+                "seconds": seconds[rep],
+                "measured_as": rep,
             }
     return result
 

@@ -82,16 +82,27 @@ def time_calls(calls: list[Callable[[], Any]], timer: Timer, rounds: int | None 
     return times
 
 
+def _middle_mean(values: list[float]) -> float:
+    """Mean of the middle half of the values (a quarter dropped at each end; the median when that
+    leaves at most two): robust to one model's outlier like a median, but not equal to one model's
+    own value, which would pin that model at its median in every such round and make a bootstrap
+    over rounds see no spread."""
+    v = sorted(values)
+    cut = -(-len(v) // 4)
+    middle = v[cut:len(v) - cut]
+    return sum(middle) / len(middle) if len(middle) > 2 else statistics.median(v)
+
+
 def normalize_rounds(times: list[list[float]]) -> list[list[float]]:
     """Times of several models over the same rounds (times[model][round]) with each round's common
-    slowdown divided out: round r's factor is the median over the models of time / that model's median
-    time, so a round in which the machine ran 30% slow (another job, a frequency change) has a factor
-    of about 1.3 and its times count as if it had not. One model alone is returned as it is (nothing
-    to compare it with)."""
+    slowdown divided out: round r's factor is the mean of the middle half of the models' time / that
+    model's median time, so a round in which the machine ran 30% slow (another job, a frequency
+    change) has a factor of about 1.3 and its times count as if it had not. One model alone is
+    returned as it is (nothing to compare it with)."""
     if len(times) < 2 or not times[0]:
         return [list(t) for t in times]
     med = [statistics.median(t) for t in times]
-    factors = [statistics.median(t[r] / m for t, m in zip(times, med) if m > 0) if any(m > 0 for m in med) else 1.0
+    factors = [_middle_mean([t[r] / m for t, m in zip(times, med) if m > 0]) if any(m > 0 for m in med) else 1.0
                for r in range(len(times[0]))]
     return [[x / f if f > 0 else x for x, f in zip(t, factors)] for t in times]
 
