@@ -133,41 +133,63 @@ class Estimator:
         ctx, gen = self.run(self.model(hf_config, name), batch, input_len, output_len)
         return sum(ctx.values()) + sum(gen.values())
 
-    def layer_model(self, parent_config: dict[str, Any], attn: str, ffn: str, arch: cm.Arch, multiple: int) -> Any:
-        """A one-layer Nemotron-NAS model of (attn, ffn) over the parent's globals; linear subblocks
-        added as their GEMM (with the norm before and the all-reduce after it)."""
-        linear = [v for v in (attn, ffn) if v in (blocks.ATTN_LINEAR, blocks.FFN_LINEAR)]
-        block = {
-            "attention": {"no_op": True} if attn in (blocks.ATTN_NOOP, blocks.ATTN_LINEAR)
-            else {"no_op": False, "n_heads_in_group": arch.num_attention_heads // blocks.kv_heads_of(attn)},
-            "ffn": {"no_op": True} if ffn in (blocks.FFN_NOOP, blocks.FFN_LINEAR)
-            else {"no_op": False, "ffn_mult": _ffn_mult(ffn, arch, multiple)},
-        }
+    def subblock_model(self, parent_config: dict[str, Any], kind: str, entry: dict[str, Any] | None) -> Any:
+        """A one-layer Nemotron-NAS model over the parent's globals holding one subblock (a Nemotron-NAS
+        `attention` or `ffn` entry; None = the empty layer), the other one a no-op. A linear subblock
+        is added as its GEMM, with the norm before and the all-reduce after it."""
+        linear = bool(entry and entry.get("replace_with_linear"))
+        h = int(parent_config["hidden_size"])
+        sub = {"no_op": True} if entry is None or linear or entry.get("no_op") else {"no_op": False}
+        if not sub["no_op"] and kind == "attention":
+            sub["n_heads_in_group"] = int(entry["n_heads_in_group"])
+        if not sub["no_op"] and kind == "ffn":
+            sub["ffn_mult"] = _ffn_mult(entry, h)
+        block = {"attention": {"no_op": True}, "ffn": {"no_op": True}, **({kind: sub} if entry is not None else {})}
         hf = {**parent_config, "architectures": ["DeciLMForCausalLM"], "model_type": "nemotron-nas",
               "num_hidden_layers": 1, "num_key_value_heads": None, "intermediate_size": None,
               "block_configs": [block]}
         hf.setdefault("max_position_embeddings", 131072)
-        model = self.model(hf, f"{attn}+{ffn}")
-        if linear:
+        model = self.model(hf, _name(kind, entry))
+        if linear and not getattr(model, "_puzzle_linear", False):
             from aiconfigurator_core.sdk import operations as ops
 
-            h, q = arch.hidden_size, self.model_config().gemm_quant_mode
+            q = self.model_config().gemm_quant_mode
             for phase, listing in (("context", model.context_ops), ("generation", model.generation_ops)):
                 listing.extend([
                     ops.ElementWise(f"{phase}_linear_add_norm", 1, 2 * h, 2 * h, 0.8),
                     ops.GEMM(f"{phase}_linear_gemm", 1, h, -(-h // self.tp), q),
                     ops.CustomAllReduce(f"{phase}_linear_ar", 1, h, self.tp),
                 ])
+            model._puzzle_linear = True
         return model
 
+    def subblock_ms(self, parent_config: dict[str, Any], kind: str, entry: dict[str, Any] | None, batch: int,
+                    input_len: int, output_len: int) -> tuple[tuple[float, float], tuple[float, float]]:
+        """((prefill, decode) of the subblock, (prefill, decode) of the non-block part) in ms (see split)."""
+        if entry is not None and entry.get("no_op"):
+            model = self.subblock_model(parent_config, kind, None)
+            return (0.0, 0.0), split(*self.run(model, batch, input_len, output_len), output_len)[1]
+        model = self.subblock_model(parent_config, kind, entry)
+        return split(*self.run(model, batch, input_len, output_len), output_len)
 
-def _ffn_mult(variant: str, arch: cm.Arch, multiple: int) -> float:
-    width = cm.ffn_width(variant, arch, multiple)
-    mult = blocks.intermediate_size_to_ffn_mult(width, arch.hidden_size)
+
+def _name(kind: str, entry: dict[str, Any] | None) -> str:
+    """A folder name for one subblock's model (aiconfigurator caches engines by the model's path)."""
+    if entry is None:
+        return "empty"
+    return kind + "-" + "-".join(f"{k}={entry[k]}" for k in sorted(entry) if entry[k] not in (None, False))
+
+
+def _ffn_mult(entry: dict[str, Any], hidden_size: int) -> float:
+    """The entry's ffn_mult (aiconfigurator's Nemotron-NAS model reads widths only through it)."""
+    if entry.get("ffn_mult") is not None:
+        return float(entry["ffn_mult"])
+    width = int(entry["intermediate_size"])
+    mult = blocks.intermediate_size_to_ffn_mult(width, hidden_size)
     if mult is None:
         raise config_mod.ConfigError(
-            f"config error: search_space.ffn: {variant} is {width} channels wide, which Nemotron-NAS's ffn_mult "
-            "cannot express (aiconfigurator prices widths as multiples of 256): expected search_space.ffn.multiple_of: 256"
+            f"config error: search_space.ffn: an FFN {width} channels wide cannot be written as Nemotron-NAS's "
+            "ffn_mult, which aiconfigurator prices (widths are multiples of 256): expected search_space.ffn.multiple_of: 256"
         )
     return mult
 
@@ -190,22 +212,19 @@ def aiconfigurator_rows(parent_config: dict[str, Any], arch: cm.Arch, space: dic
     dtype = spec["dtype"] if spec["dtype"] != "auto" else "bfloat16"
     est = Estimator(spec["system"], spec["backend"], spec["backend_version"], dtype, spec["tp"], target)
     place = cm.Placement(dtype, spec["tp"])
-    layers = {v: est.layer_model(parent_config, *((v, blocks.FFN_NOOP) if kind == "attention"
-                                                 else (blocks.ATTN_NOOP, v)), arch, multiple)
-              for kind, v in variants if kind != "non_block" and v not in (blocks.ATTN_NOOP, blocks.FFN_NOOP)}
-    empty = est.layer_model(parent_config, blocks.ATTN_NOOP, blocks.FFN_NOOP, arch, multiple)
     device = f"{spec['system']} {spec['backend']} {est.version}"
     rows = []
     for s in scen:
         for b in s["batch_sizes"]:
-            _, non_block = split(*est.run(empty, b, s["input_len"], s["output_len"]), s["output_len"])
+            args = (b, s["input_len"], s["output_len"])
+            _, non_block = est.subblock_ms(parent_config, "attention", None, *args)
             for kind, v in variants:
                 if v == cm.NON_BLOCK:
                     pre, dec = non_block
-                elif v in layers:
-                    (pre, dec), _ = split(*est.run(layers[v], b, s["input_len"], s["output_len"]), s["output_len"])
                 else:
-                    pre = dec = 0.0
+                    entry = (blocks.attention_config(v, arch.shape) if kind == "attention"
+                             else blocks.ffn_config(v, arch.shape, multiple))
+                    (pre, dec), _ = est.subblock_ms(parent_config, kind, entry, *args)
                 rows.append(row(kind, v, s, b, pre, dec, mem[v], device, place))
         log(f"{s['name']}: priced by aiconfigurator")
     meta = {
@@ -217,3 +236,15 @@ def aiconfigurator_rows(parent_config: dict[str, Any], arch: cm.Arch, space: dic
         "memory_bytes": float(est.database.system_spec["gpu"]["mem_capacity"]),
     }
     return rows, meta
+
+
+def summed_ms(est: Estimator, parent_config: dict[str, Any], block_configs: list[dict[str, Any]], batch: int,
+              input_len: int, output_len: int) -> float:
+    """A whole architecture's request latency as the costs table predicts it: the non-block part plus
+    every layer's attention and FFN, each priced alone (prefill + output_len x decode)."""
+    total, non_block = 0.0, None
+    for block in block_configs:
+        for kind in ("attention", "ffn"):
+            (pre, dec), non_block = est.subblock_ms(parent_config, kind, block[kind], batch, input_len, output_len)
+            total += pre + output_len * dec
+    return total + non_block[0] + output_len * non_block[1]
