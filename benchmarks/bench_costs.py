@@ -6,7 +6,7 @@ heterogeneous children built directly from Nemotron-NAS block_configs with rando
     python benchmarks/bench_costs.py --threads 1 --repeats 15 --n-copies 4
     python benchmarks/bench_costs.py --separate            # whole models timed before and after, not alongside
 
-By default the whole models are timed in the same rounds as the per-block stacks (costs.time_models
+By default the whole models are timed in the same rounds as the per-block stacks (timing.time_models
 visits every model once per round), so a slow spell of a shared machine hits prediction and
 measurement alike; --separate shows how much the machine drifts between two phases.
 """
@@ -20,7 +20,7 @@ import torch
 
 from puzzle import blocks
 from puzzle import cost_model as cm
-from puzzle import costs
+from puzzle import costs, timing
 from puzzle.training import pick_device
 
 SPACE = {
@@ -68,11 +68,15 @@ def main() -> None:
         cfg = decilm_config_from_llama(parent_cfg, [blocks.block_config(a, f, arch.shape, 8) for a, f in layers])
         cfg._attn_implementation = "sdpa"
         models.append(costs.build_model(cfg, device, getattr(torch, dtype)))
-    timer = costs.Timer(device, args.warmup, args.repeats, args.statistic, args.clock)
+    timer = timing.Timer(device, args.warmup, args.repeats, args.statistic, args.clock)
 
     def end_to_end() -> dict:
-        return {(s["name"], b): costs.time_models(models, b, s["input_len"], s["output_len"], timer)
-                for s in SCENARIOS for b in s["batch_sizes"]}
+        out = {}
+        for s in SCENARIOS:
+            for b in s["batch_sizes"]:
+                pre, dec = timing.time_models(models, b, s["input_len"], s["output_len"], timer)
+                out[(s["name"], b)] = list(zip(timing.summarize(pre, args.statistic), timing.summarize(dec, args.statistic)))
+        return out
 
     # --separate: the whole models timed before and after the per-block costs (the machine's drift
     # shows, the mean of both is compared); by default they are timed in the same rounds as the stacks
@@ -81,7 +85,7 @@ def main() -> None:
     rows, extra = costs.measured_rows(
         parent_cfg, arch, SPACE, SCENARIOS,
         {"n_copies": args.n_copies, "warmup": args.warmup, "repeats": args.repeats, "statistic": args.statistic,
-         "clock": args.clock},
+         "clock": args.clock, "on_noise": "mark"},
         device, dtype, 8, log=lambda m: None, also=[] if args.separate else models,
     )
     t_costs = time.perf_counter() - t0

@@ -176,3 +176,24 @@ def test_mip_on_the_nvlabs_format_equals_the_authors_formulation(tmp_path, facto
     assert rec["scenario"] == {"name": "nvlabs", "batch": 256, "input_len": 0, "output_len": 1200}
     verify(rec, load_scores(tmp_path / "scores.csv"), load_costs(tmp_path / "costs.csv"))
     assert np.isclose(rec["costs"]["throughput_tok_s"], 256 * 1200 / (rec["costs"]["time_ms"] / 1000))
+
+
+def test_costs_with_intervals_give_the_speed_up_an_interval_and_noisy_rows_a_warning(tables, tmp_path, capsys):
+    # costs.csv as costs.py writes it: each time with an interval (here +-10%), one row marked noisy
+    c = pd.read_csv(tables / "costs.csv")
+    for k in ("prefill_ms", "decode_ms"):
+        c[k + "_lo"], c[k + "_hi"] = 0.9 * c[k], 1.1 * c[k]
+    c["noisy"] = (c["variant"] == "ffn_50") & (c.index == c.index[c["variant"] == "ffn_50"][0])
+    c.to_csv(tmp_path / "costs.csv", index=False)
+    out = tmp_path / "solution.json"
+    assert cli(["search", "--scores", str(tables / "scores.csv"), "--costs", str(tmp_path / "costs.csv"),
+                "--throughput", "1.5x", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "['ffn_50']" in captured.err and "marked noisy" in captured.err
+    rec = json.loads(out.read_text())
+    costs = rec["costs"]
+    assert costs["time_ms_lo"] == pytest.approx(0.9 * costs["time_ms"]) and costs["time_ms_hi"] == pytest.approx(1.1 * costs["time_ms"])
+    assert costs["throughput_tok_s_lo"] < costs["throughput_tok_s"] < costs["throughput_tok_s_hi"]
+    speed = costs["throughput_tok_s"] / rec["parent"]["costs"]["throughput_tok_s"]
+    lo, hi = (float(x) for x in re.search(r"x the parent \(in \[([\d.]+), ([\d.]+)\]\)", captured.out).groups())
+    assert lo == pytest.approx(speed * 0.9 / 1.1, abs=0.01) and hi == pytest.approx(speed * 1.1 / 0.9, abs=0.01)

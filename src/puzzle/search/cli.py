@@ -224,9 +224,13 @@ def main(args: argparse.Namespace) -> None:
     records = search.run(targets, **run_kwargs)
     _write_solutions(out, records, inputs)
     best = records[0]
+    c, pc = best["costs"], best["parent"]["costs"]
+    speed = f"{c['throughput_tok_s'] / pc['throughput_tok_s']:.2f}x the parent"
+    if "time_ms_lo" in c:  # costs with intervals: the speed-up's, from both architectures' bounds
+        speed += f" (in [{pc['time_ms_lo'] / c['time_ms_hi']:.2f}, {pc['time_ms_hi'] / c['time_ms_lo']:.2f}])"
     print(
         f"search: {best['method']} {best['metric']} objective {best['objective']:.6g} "
         f"at batch {best['scenario']['batch']}: "
-        f"{best['costs']['throughput_tok_s']:.1f} tok/s, {best['costs']['memory_bytes'] / 2**30:.2f} GiB, "
-        f"{best['costs']['latency_ms']:.1f} ms -> {out} ({len(records)} solution(s))"
+        f"{c['throughput_tok_s']:.1f} tok/s, {speed}, {c['memory_bytes'] / 2**30:.2f} GiB, "
+        f"{c['latency_ms']:.1f} ms -> {out} ({len(records)} solution(s))"
     )

@@ -8,6 +8,7 @@ resources that the MIP and the baselines see.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,9 @@ import pandas as pd
 from puzzle.blocks import ParentShape, attn_name, ffn_name
 from puzzle.config import ConfigError
 from puzzle.search.tables import COST_VALUES, METRICS
+
+# optional costs.csv columns (costs.py writes them): each time's interval, and measured rows noise swamps
+INTERVAL_COLUMNS = ["prefill_ms_lo", "prefill_ms_hi", "decode_ms_lo", "decode_ms_hi"]
 from puzzle.search.targets import RESOURCE_OF
 
 
@@ -100,6 +104,12 @@ class Instance:
         out["kv_cache_bytes"] = out["memory_bytes"] - out["param_bytes"]
         out["throughput_tok_s"] = throughput(self.batch, self.output_len, out["time_ms"])
         out["latency_ms"] = out["time_ms"]
+        if "time_ms_lo" in self.options.columns:
+            # the rows' intervals summed: a bound that treats their errors as fully correlated
+            for b in ("lo", "hi"):
+                out[f"time_ms_{b}"] = float(rows[f"time_ms_{b}"].sum()) + self.non_block[f"time_ms_{b}"]
+            out["throughput_tok_s_lo"] = throughput(self.batch, self.output_len, out["time_ms_hi"])
+            out["throughput_tok_s_hi"] = throughput(self.batch, self.output_len, out["time_ms_lo"])
         return out
 
     def objective(self, choice: np.ndarray) -> float:
@@ -113,9 +123,10 @@ def throughput(batch: int, output_len: int, time_ms: float) -> float:
 
 def _subblock_costs(sub: pd.DataFrame, kind: str, per_layer: bool) -> pd.DataFrame:
     keys = ["variant"] + (["layer"] if per_layer else [])
-    rows = sub[sub["kind"] == kind][keys + COST_VALUES]
+    values = COST_VALUES + [c for c in INTERVAL_COLUMNS if c in sub.columns]
+    rows = sub[sub["kind"] == kind][keys + values]
     # columns a_* for attention, f_* for ffn
-    return rows.rename(columns={"variant": kind, **{c: f"{kind[0]}_{c}" for c in COST_VALUES}})
+    return rows.rename(columns={"variant": kind, **{c: f"{kind[0]}_{c}" for c in values}})
 
 
 def build_instance(
@@ -147,6 +158,15 @@ def build_instance(
     opts["time_ms"] = opts["prefill_ms"] + output_len * opts["decode_ms"]
     opts["param_bytes"] = opts["a_param_bytes"] + opts["f_param_bytes"]
     opts["memory_bytes"] = opts["param_bytes"] + tokens * (opts["a_kv_bytes_per_token"] + opts["f_kv_bytes_per_token"])
+    bounds = all(c in sub.columns for c in INTERVAL_COLUMNS)
+    for b in ("lo", "hi") if bounds else ():
+        opts[f"time_ms_{b}"] = (opts[f"a_prefill_ms_{b}"] + opts[f"f_prefill_ms_{b}"]
+                                + output_len * (opts[f"a_decode_ms_{b}"] + opts[f"f_decode_ms_{b}"]))
+    if "noisy" in sub.columns and sub["noisy"].astype(bool).any():
+        names = sorted(sub.loc[sub["noisy"].astype(bool), "variant"].astype(str).unique())
+        print(f"search: warning: costs rows {names} of {scenario!r} batch {batch} are marked noisy (costs.on_noise: "
+              "mark): their measured times are not clearly above 0, so the predicted speed-up is uncertain "
+              "(see its interval)", file=sys.stderr)
     is_parent = ((opts["attention"] == parent[0]) & (opts["ffn"] == parent[1])).to_numpy()
     parent_choice = np.flatnonzero(is_parent)
     # lm_loss / token_acc only add up as changes vs the parent's own pair in that layer
@@ -161,6 +181,8 @@ def build_instance(
         "param_bytes": float(nbv["param_bytes"]),
         "memory_bytes": float(nbv["param_bytes"] + tokens * nbv["kv_bytes_per_token"]),
     }
+    for b in ("lo", "hi") if bounds else ():
+        non_block[f"time_ms_{b}"] = float(nbv[f"prefill_ms_{b}"] + output_len * nbv[f"decode_ms_{b}"])
     keep = [
         "layer",
         "attention",
@@ -174,6 +196,7 @@ def build_instance(
         "param_bytes",
         "memory_bytes",
     ]
+    keep += ["time_ms_lo", "time_ms_hi"] if bounds else []
     return Instance(scenario, batch, input_len, output_len, metric, parent, opts[keep], non_block, parent_choice)
 
 
