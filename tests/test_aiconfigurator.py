@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from puzzle import blocks, config, costs
+from puzzle import config, costs
 from puzzle import cost_model as cm
+from puzzle.nemotron_nas.block_config import ffn_mult_to_intermediate_size
 
 aic = pytest.importorskip("puzzle.aiconfigurator")
 pytest.importorskip("aiconfigurator_core")
@@ -75,7 +76,7 @@ def test_bad_targets_stop_with_one_line_naming_the_key():
     with pytest.raises(config.ConfigError, match="multiple_of: 256"):
         est.subblock_ms(LLAMA_70B, "ffn", {"intermediate_size": 1000}, 1, 8, 8)
     # a width that ffn_mult expresses is priced like its ffn_mult
-    width = blocks.ffn_mult_to_intermediate_size(2.625, 8192)
+    width = ffn_mult_to_intermediate_size(2.625, 8192)
     a = est.subblock_ms(LLAMA_70B, "ffn", {"intermediate_size": width}, 1, 128, 128)[0]
     assert a == est.subblock_ms(LLAMA_70B, "ffn", {"ffn_mult": 2.625}, 1, 128, 128)[0]
 

@@ -224,8 +224,8 @@ def _fake_stack_timer(cost_s, empty_s, fixed_s, noise, calls):
         if model.config.num_hidden_layers == 0:
             return None
         entry = model.config.block_configs[0]
-        a = blocks.attention_name_of(entry["attention"], ARCH.num_attention_heads)
-        f = blocks.ffn_name_of(entry["ffn"], ARCH.shape, ["ffn_100", "ffn_50"], 8)
+        a = blocks.attention_name_of(entry.attention, ARCH.num_attention_heads)
+        f = blocks.ffn_name_of(entry.ffn, ARCH.shape, ["ffn_100", "ffn_50"], 8)
         return a if f == "ffn_noop" else f
 
     def fake(models, batch, input_len, output_len, timer, seed=0, rounds=None, warmup=True):

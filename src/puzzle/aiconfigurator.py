@@ -223,7 +223,7 @@ def aiconfigurator_rows(parent_config: dict[str, Any], arch: cm.Arch, space: dic
                     pre, dec = non_block
                 else:
                     entry = (blocks.attention_config(v, arch.shape) if kind == "attention"
-                             else blocks.ffn_config(v, arch.shape, multiple))
+                             else blocks.ffn_config(v, arch.shape, multiple)).to_dict()
                     (pre, dec), _ = est.subblock_ms(parent_config, kind, entry, *args)
                 rows.append(row(kind, v, s, b, pre, dec, mem[v], device, place))
         log(f"{s['name']}: priced by aiconfigurator")

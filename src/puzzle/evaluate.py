@@ -96,7 +96,9 @@ def greedy_generate(model: Any, prompts: torch.Tensor, output_len: int) -> torch
 
 def architecture(model: Any) -> str:
     """Models with equal architectures run at the same speed: one measurement serves them all."""
-    return json.dumps([type(model).__name__, getattr(model.config, "block_configs", None)], sort_keys=True)
+    layers = getattr(model.config, "block_configs", None)
+    layers = [b.to_dict() for b in layers] if layers is not None else None  # BlockConfig objects
+    return json.dumps([type(model).__name__, layers], sort_keys=True)
 
 
 def throughput(
