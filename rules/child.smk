@@ -19,7 +19,8 @@ rule assemble:
     wildcard_constraints:
         solution=SOLUTION_ID,
     params:
-        cfg=lambda w: pzc.cli_arg(library_variant(w.solution)[1], "bld.mode"),
+        cfg=lambda w: pzc.stage_arg(library_variant(w.solution)[1], "assemble"),
+        upstream=lambda w: upstream_of(w.solution, "assemble"),
         library=lambda w: library_dir(w.solution),
         random=lambda w: random_weights(w.solution),
     log:
@@ -50,7 +51,8 @@ rule gkd:
     wildcard_constraints:
         solution=SOLUTION_ID,
     params:
-        cfg=pzc.cli_arg(config, "gkd", "seed", "threads", "device"),
+        cfg=pzc.stage_arg(config, "gkd"),
+        upstream=lambda w: upstream_of(w.solution, "gkd"),
         launch=GKD_LAUNCH,
     log:
         f"{R}/logs/gkd/{{solution}}.log",
@@ -79,7 +81,8 @@ rule evaluate:
     wildcard_constraints:
         solution=SOLUTION_ID,
     params:
-        cfg=pzc.cli_arg(config, "evaluate", "threads", "device"),
+        cfg=pzc.stage_arg(config, "evaluate"),
+        upstream=lambda w: upstream_of(w.solution, "evaluate"),
         models=lambda w, input: f"--model {Q(f'child={input.child}')} --model {Q(f'gkd={input.gkd}')}",
         out=lambda w, output: os.path.dirname(output[0]),
     log:
@@ -103,6 +106,7 @@ rule eval_summary:
         f"{R}/eval/summary.csv",
     params:
         runs=lambda w, input: [os.path.dirname(f) for f in input],
+        upstream=pzc.upstream(config, "summary"),
     log:
         f"{R}/logs/evaluate/summary.log",
     resources:

@@ -31,6 +31,12 @@ def random_weights(solution):
     return f"--random-weights {config['seed'] if sid.seed is None else sid.seed}"
 
 
+def upstream_of(solution, stage):
+    """`params: upstream` of a job of a solution: the keys of the stages before `stage`, from the config
+    of the solution's block library and for the solution's costs target."""
+    return pzc.upstream(library_variant(solution)[1], stage, target=solution.split("/")[0])
+
+
 def scores_of(solution):
     return PAPER_PLAN.scores_of(solution, SCORES)
 

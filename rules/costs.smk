@@ -12,9 +12,6 @@ _ANALYTIC = [t for t in COST_TARGETS if t not in _MEASURED]
 # wildcard patterns of each rule's targets ("(?!)" matches nothing when a rule has none)
 _MEASURED_RE = "|".join(re.escape(t) for t in _MEASURED) or "(?!)"
 _ANALYTIC_RE = "|".join(re.escape(t) for t in _ANALYTIC) or "(?!)"
-# only this target's settings, so editing one target reruns that target alone
-_COSTS_KEYS = [f"costs.{k}" for k in ("scenarios", "repeats", "warmup", "n_copies", "statistic", "clock")]
-_COSTS_KEYS += ["search_space", "threads", "device"]
 
 
 rule costs:
@@ -26,7 +23,8 @@ rule costs:
     wildcard_constraints:
         target=_MEASURED_RE,
     params:
-        cfg=lambda w: pzc.cli_arg(config, f"costs.targets.{w.target}", *_COSTS_KEYS),
+        cfg=lambda w: pzc.stage_arg(config, "costs", target=w.target),
+        upstream=pzc.upstream(config, "costs"),
     log:
         f"{R}/logs/costs/{{target}}.log",
     # every local core: no other job runs beside a timing (torch still uses config `threads`)

@@ -4,7 +4,7 @@ rule data:
         shards=expand(f"{R}/data/{{corpus}}/{{split}}.bin", corpus=CORPORA, split=SPLITS),
         meta=expand(f"{R}/data/{{corpus}}/meta.json", corpus=CORPORA),
     params:
-        cfg=pzc.cli_arg(config, "data", "seed", "parent.path"),
+        cfg=pzc.stage_arg(config, "data"),
         out=lambda w, output: os.path.dirname(output.tokenizer),
         corpus="",
     log:
@@ -29,7 +29,7 @@ use rule data as data_corpus with:
     wildcard_constraints:
         corpus="|".join(c for c in pzc.embedded_corpora() if c not in CORPORA) or "(?!)",  # none left: matches nothing
     params:
-        cfg=pzc.cli_arg(config, "data", "seed", "parent.path"),
+        cfg=pzc.stage_arg(config, "data"),
         out=lambda w, input: os.path.dirname(input.tokenizer),
         corpus=lambda w: f" --corpus {Q(w.corpus)}",
     log:

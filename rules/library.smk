@@ -4,13 +4,8 @@
 # planner's choice is printed in each BLD log), and then the train activations are never made.
 from puzzle import bld_plan as pzb
 
-BLD_CORPUS = config["bld"]["corpus"] or CORPUS
-if BLD_CORPUS not in CORPORA:
-    sys.exit(
-        f"config error: bld.corpus = {BLD_CORPUS!r}: expected one of {CORPORA} (data.corpus + data.extra_corpora)"
-    )
+BLD_CORPUS = config["bld"]["corpus"] or CORPUS  # one of CORPORA (checked by the config's validation)
 LIBRARY = pzl.output_files(f"{R}/library", len(LAYERS), LIBRARY_ENTRIES)
-BLD_KEYS = ("bld", "search_space", "seed", "threads", "device", "activations", "parent.path", "parent.train.seq_len")
 
 
 def bld_train(cfg):
@@ -30,7 +25,8 @@ rule activations:
     wildcard_constraints:
         split="train|valid",
     params:
-        cfg=pzc.cli_arg(config, "activations", "seed", "threads", "device", "parent.path", "parent.train.seq_len"),
+        cfg=pzc.stage_arg(config, "activations"),
+        upstream=pzc.upstream(config, "activations"),
     log:
         f"{R}/logs/activations/{{corpus}}_{{split}}.log",
     threads: config["threads"]
@@ -55,7 +51,8 @@ rule bld:
     wildcard_constraints:
         layer=r"\d+",
     params:
-        cfg=pzc.cli_arg(config, *BLD_KEYS),
+        cfg=pzc.stage_arg(config, "bld"),
+        upstream=pzc.upstream(config, "bld"),
         train=bld_train(config)[0],
         out=lambda w, output: os.path.dirname(os.path.dirname(output[0])),
     log:

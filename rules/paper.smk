@@ -47,6 +47,7 @@ for _artifact, _plan in ARTIFACTS.items():
             ],
         params:
             artifact=_artifact,
+            upstream=pzc.upstream(config, "report"),
             args=_plan.args,
             out=lambda w, output: os.path.splitext(output[0])[0],
         log:
@@ -69,7 +70,8 @@ rule paper_sweep:
     output:
         directory(SWEEP_DIR),
     params:
-        cfg=pzc.cli_arg(config, "search", "search_space.ffn.multiple_of"),
+        cfg=pzc.stage_arg(config, "search"),
+        upstream=pzc.upstream(config, "search", target=MAIN_TARGET),
         sweep=" ".join(Q(str(v)) for v in PAPER["sweep"]),
         scenario=MAIN_SCENARIO,
     log:
@@ -93,9 +95,8 @@ use rule gkd as paper_gkd_loss with:
         loss=r"[a-z+]+",
         solution=SOLUTION_ID,
     params:
-        cfg=lambda w: pzc.cli_arg(
-            pzc.deep_merge(config, {"gkd": {"loss": PAPER_PLAN.loss_config(w.loss)}}), "gkd", "seed", "threads", "device"
-        ),
+        cfg=lambda w: pzc.stage_arg(pzc.deep_merge(config, {"gkd": {"loss": PAPER_PLAN.loss_config(w.loss)}}), "gkd"),
+        upstream=lambda w: upstream_of(w.solution, "gkd"),
         launch=GKD_LAUNCH,
     log:
         f"{R}/logs/paper/gkd_loss/{{loss}}/{{solution}}.log",
@@ -111,7 +112,8 @@ use rule evaluate as paper_gkd_loss_eval with:
     output:
         expand(f"{LOSS_EVAL}/{{loss}}.json", loss=["parent", *GKD_LOSSES]),
     params:
-        cfg=pzc.cli_arg(config, "evaluate", "threads", "device"),
+        cfg=pzc.stage_arg(config, "evaluate"),
+        upstream=upstream_of(MAIN, "evaluate"),
         models=" ".join(f"--model {Q(f'{loss}={LOSS_DIR[loss]}')}" for loss in GKD_LOSSES),
         out=lambda w, output: os.path.dirname(output[0]),
     log:
@@ -132,7 +134,8 @@ use rule bld as paper_bld with:
         variant=r"[a-z0-9]+",
         layer=r"\d+",
     params:
-        cfg=lambda w: pzc.cli_arg(BLD_VARIANTS[w.variant], *BLD_KEYS),
+        cfg=lambda w: pzc.stage_arg(BLD_VARIANTS[w.variant], "bld"),
+        upstream=lambda w: pzc.upstream(BLD_VARIANTS[w.variant], "bld"),
         train=lambda w: bld_train(BLD_VARIANTS[w.variant])[0],
         out=lambda w, output: os.path.dirname(output[0]),
     log:
@@ -150,9 +153,8 @@ use rule score as paper_score with:
         variant=r"[a-z0-9]+",
         layer=r"\d+",
     params:
-        cfg=lambda w: pzc.cli_arg(
-            BLD_VARIANTS[w.variant], "scoring", "search_space", "bld.mode", "seed", "threads", "device", "data.source", "data.corpus"
-        ),
+        cfg=lambda w: pzc.stage_arg(BLD_VARIANTS[w.variant], "score"),
+        upstream=lambda w: pzc.upstream(BLD_VARIANTS[w.variant], "score"),
         data=lambda w, input: os.path.dirname(os.path.dirname(input.shard)),
         library=lambda w, input: os.path.dirname(input.library),
     log:
@@ -166,6 +168,8 @@ use rule scores as paper_scores with:
         f"{BLD_VARIANT_DIR}/{{variant}}/scores/scores.csv",
     wildcard_constraints:
         variant=r"[a-z0-9]+",
+    params:
+        upstream=lambda w: pzc.upstream(BLD_VARIANTS[w.variant], "scores"),
     log:
         f"{R}/logs/paper/score/{{variant}}/scores.log",
 
@@ -180,7 +184,8 @@ rule paper_compress:
     wildcard_constraints:
         method="|".join(COMPRESS_METHODS),
     params:
-        cfg=pzc.cli_arg(config, "seed", "threads", "device"),
+        cfg=pzc.stage_arg(config, "compress"),
+        upstream=pzc.upstream(config, "compress"),
         method_args=lambda w, input: (
             f"--train {Q(input.train)} --seq-len {config['evaluate']['seq_len']}"
             if w.method == "wanda"
@@ -209,7 +214,8 @@ use rule evaluate as paper_compress_eval with:
     output:
         expand(f"{COMPRESS_EVAL}/{{model}}.json", model=["parent", *COMPRESS_METHODS]),
     params:
-        cfg=pzc.cli_arg(config, "evaluate", "threads", "device"),
+        cfg=pzc.stage_arg(config, "evaluate"),
+        upstream=pzc.upstream(config, "compress_eval"),
         models=" ".join(f"--model {Q(f'{m}={COMPRESS_DIR}/{m}')}" for m in COMPRESS_METHODS),
         out=lambda w, output: os.path.dirname(output[0]),
     log:

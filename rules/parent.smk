@@ -6,7 +6,8 @@ rule parent:
     output:
         directory(f"{R}/parent"),
     params:
-        cfg=pzc.cli_arg(config, "parent", "seed", "threads", "device", "data.source", "data.corpus"),
+        cfg=pzc.stage_arg(config, "parent"),
+        upstream=pzc.upstream(config, "parent"),
         data=lambda w, input: os.path.dirname(input.tokenizer),
     log:
         f"{R}/logs/parent.log",

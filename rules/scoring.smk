@@ -1,10 +1,6 @@
 # Replace-1-block scoring: one job per layer (the parent runs once, then every block of that layer
 # from the cached layer input), concatenated into scores/scores.csv for the search.
-SCORE_CORPUS = config["scoring"]["corpus"] or CORPUS
-if SCORE_CORPUS not in CORPORA:
-    sys.exit(
-        f"config error: scoring.corpus = {SCORE_CORPUS!r}: expected one of {CORPORA} (data.corpus + data.extra_corpora)"
-    )
+SCORE_CORPUS = config["scoring"]["corpus"] or CORPUS  # one of CORPORA (checked by the config's validation)
 SCORES = f"{R}/scores/scores.csv"
 
 
@@ -18,9 +14,8 @@ rule score:
     wildcard_constraints:
         layer=r"\d+",
     params:
-        cfg=pzc.cli_arg(
-            config, "scoring", "search_space", "bld.mode", "seed", "threads", "device", "data.source", "data.corpus"
-        ),
+        cfg=pzc.stage_arg(config, "score"),
+        upstream=pzc.upstream(config, "score"),
         data=lambda w, input: os.path.dirname(os.path.dirname(input.shard)),
         library=f"{R}/library",
     log:
@@ -42,6 +37,8 @@ rule scores:
         expand(f"{R}/scores/layer_{{layer}}.csv", layer=LAYERS),
     output:
         SCORES,
+    params:
+        upstream=pzc.upstream(config, "scores"),
     log:
         f"{R}/logs/score/scores.log",
     resources:

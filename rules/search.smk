@@ -14,7 +14,8 @@ rule search:
     wildcard_constraints:
         budget=r"((throughput|memory|latency)_|unconstrained@?)[^/]*",
     params:
-        cfg=pzc.cli_arg(config, "search", "search_space.ffn.multiple_of"),
+        cfg=pzc.stage_arg(config, "search"),
+        upstream=lambda w: pzc.upstream(library_variant(w.budget)[1], "search", target=w.target),
     log:
         f"{R}/logs/search/{{target}}/{{scenario}}/{{budget}}.log",
     resources:

@@ -44,12 +44,14 @@ def test_bad_values_fail_in_one_line_naming_key_value_and_expectation(cfg, messa
     assert "\n" not in str(err.value)
 
 
-def test_cli_arg_carries_only_the_named_keys_and_round_trips():
+def test_stage_arg_carries_the_declared_keys_and_round_trips():
     cfg = pzc.validate({"seed": 3})
-    arg = pzc.cli_arg(cfg, "seed", "parent.path", "data")
-    raw = json.loads(shlex.split(arg)[0])
+    raw = json.loads(shlex.split(pzc.stage_arg(cfg, "data"))[0])
     assert raw == {"seed": 3, "parent": {"path": None}, "data": cfg["data"]}
     assert pzc.validate(raw)["seed"] == 3
+    # a placeholder takes one key: the costs job of one target carries that target only
+    raw = json.loads(shlex.split(pzc.stage_arg(cfg, "costs", target="local"))[0])
+    assert raw["costs"]["targets"] == {"local": cfg["costs"]["targets"]["local"]}
 
 
 def test_cli_validate_reports_bad_config(tmp_path, venv_env):

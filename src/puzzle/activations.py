@@ -69,7 +69,7 @@ def capture(layers: Any) -> tuple[list[dict[str, torch.Tensor]], list[Any]]:
 def load_parent(parent_dir: str | os.PathLike, device: torch.device) -> Any:
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(parent_dir), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(parent_dir), dtype=torch.float32, use_safetensors=True)
     return model.to(device).eval()
 
 

@@ -44,8 +44,7 @@ def llama_config(train_cfg: dict[str, Any], tokenizer: Any) -> Any:
         num_hidden_layers=train_cfg["num_layers"],
         num_attention_heads=train_cfg["num_heads"],
         num_key_value_heads=train_cfg["num_kv_heads"],
-        # Longer than the training windows so cost scenarios and generation can run past them.
-        max_position_embeddings=max(2048, train_cfg["seq_len"]),
+        max_position_embeddings=config_mod.embedded_max_positions(train_cfg),
         rms_norm_eps=1e-5,
         rope_theta=10000.0,
         tie_word_embeddings=True,

@@ -63,7 +63,7 @@ def load_parent(path: str | Path, device: torch.device, dtype: torch.dtype) -> A
     path = Path(path)
     cfg = json.loads((path / "config.json").read_text())
     if cfg.get("model_type") == "nemotron-nas":
-        model = DeciLMForCausalLM.from_pretrained(path, dtype=dtype)
+        model = DeciLMForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
     else:
         from puzzle.convert import llama_to_decilm
 

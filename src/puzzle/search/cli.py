@@ -103,7 +103,7 @@ def _config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     overrides = {k: getattr(args, k) for k in whole["search"] if getattr(args, k, None) is not None}
     if getattr(args, "budget", None):
         overrides.update(budget_settings(args.budget))
-    return whole, config_mod.validate(config_mod.deep_merge(whole, {"search": overrides}))["search"]
+    return whole, config_mod.validate(config_mod.deep_merge(whole, {"search": overrides}), stage="search")["search"]
 
 
 def _parent(args: argparse.Namespace, whole: dict[str, Any]) -> ParentShape | None:
