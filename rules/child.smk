@@ -12,6 +12,8 @@ SOLUTION_ID = r"[^/]+/[^/]+/[^/]+"  # the {solution} wildcard: exactly target/sc
 rule assemble:
     input:
         solution=f"{R}/search/{{solution}}/solution.json",
+        scores=lambda w: scores_of(w.solution),
+        costs=lambda w: f"{R}/costs/{w.solution.split('/')[0]}/costs.csv",
         library=lambda w: library_files(w.solution),
         parent=PARENT,
     output:
@@ -31,7 +33,8 @@ rule assemble:
     conda:
         "../envs/puzzle.yaml"
     shell:
-        "python -m puzzle assemble --cfg {params.cfg} --solution {input.solution:q} --library {params.library:q}"
+        "python -m puzzle assemble --cfg {params.cfg} --solution {input.solution:q} --scores {input.scores:q}"
+        " --costs {input.costs:q} --library {params.library:q}"
         " --parent {input.parent:q} {params.random} --out {output:q} > {log:q} 2>&1"
 
 

@@ -61,7 +61,7 @@ def test_oversized_scenario_fails_early_naming_scenario_bytes_and_memory(parent,
     cfg = config.validate({**CFG, "costs": {
         "targets": {"small": {"device": "h100_sxm", "memory_gb": 0.01}},
         "scenarios": [{"name": "ok", "input_len": 8, "output_len": 8},
-                      {"name": "huge", "input_len": 4096, "output_len": 4096, "batch_sizes": [64, 128]}]}})
+                      {"name": "huge", "input_len": 4096, "output_len": 4096, "batch_sizes": [64, 128]}]}}, stage="costs")
     params, kv = cm.memory_needed(ARCH, 64, 4096, 4096, BF16, multiple=8)
     assert kv == 3 * 2 * 2 * 8 * 2 * 64 * 8192 and params == (3 * (2592 + 512 + 6176) + 96 * 32 + 32) * 2
     with pytest.raises(config.ConfigError) as err:

@@ -1,6 +1,7 @@
 """Evaluation: quality metrics by hand, KL of the parent to itself, and the per-run JSONs + summary."""
 
 import json
+import shlex
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,7 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from child_helpers import PARENT_BLOCK, SCENARIO, cfg, make_child, parent_and_library, write_shards, write_solution
 from puzzle import cli, evaluate
+from puzzle import config as pzc
 from puzzle.data import read_shard
 from puzzle.training import fixed_windows
 
@@ -75,7 +77,7 @@ def test_cli_writes_per_model_json_and_the_summary(tiny, capsys):
     extra = {"name": "long", "batch": 1, "input_len": 4, "output_len": 9}
     c = cfg(evaluate={"scenarios": [extra], "lm_eval_tasks": ["toy_task"]})
     out = root / "eval" / "tgt" / "chat" / "2x"
-    argv = ["evaluate", "--cfg", json.dumps(c), "--parent", str(parent_dir), "--model", f"child={child_dir}",
+    argv = ["evaluate", "--cfg", shlex.split(pzc.stage_arg(c, "evaluate"))[0], "--parent", str(parent_dir), "--model", f"child={child_dir}",
             "--model", f"gkd={child_dir}", "--test", str(data / "test.bin"), "--solution", str(solution),
             "--out", str(out)]
     assert cli.main(argv) == 0

@@ -171,12 +171,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--library", required=True, help="block library folder (library/layer_{i}/...)")
     parser.add_argument("--parent", required=True, help="parent HF checkpoint folder (globals and tokenizer)")
     parser.add_argument("--out", required=True, help="output folder of the child checkpoint")
+    parser.add_argument("--scores", help="scores.csv the solution was searched on: the solution is verified against it and --costs first")
+    parser.add_argument("--costs", help="costs.csv the solution was searched on (with --scores)")
     parser.add_argument("--random-weights", type=int, metavar="SEED",
                         help="the solution's architecture with random weights (Table 15's baselines); --library is not read")
 
 
+def verify_solution(solution_path: str | Path, scores_path: str | Path, costs_path: str | Path) -> None:
+    """A solution as the search wrote it: its blocks, costs, objective and constraints recomputed from
+    the tables it was searched on (mip.verify); a hand-edited one stops here, naming the file."""
+    from puzzle.io import ArtifactError
+    from puzzle.search.mip import VerificationError, verify
+    from puzzle.search.tables import load_costs, load_scores
+
+    try:
+        verify(read_json(solution_path), load_scores(scores_path), load_costs(costs_path), rel_tol=1e-6)
+    except (VerificationError, KeyError, TypeError) as err:
+        raise ArtifactError(f"{solution_path}: {err if isinstance(err, VerificationError) else f'missing or malformed field {err}'}"
+                            f" (tables {scores_path}, {costs_path})") from None
+
+
 def main(args: argparse.Namespace) -> None:
     cfg = config_mod.from_args(args)
+    if (args.scores is None) != (args.costs is None):
+        raise config_mod.ConfigError("config error: --scores and --costs go together")
+    if args.scores:
+        verify_solution(args.solution, args.scores, args.costs)
     record = assemble(args.solution, args.library, args.parent, args.out, cfg["bld"]["mode"], args.random_weights)
     blocks = ", ".join(f"{r['attention']}+{r['ffn']}" for r in record["layers"])
     print(f"{args.out}: {record['parameters']:,} params; layers {blocks}")

@@ -48,10 +48,11 @@ def main(argv: list[str] | None = None) -> int:
             importlib.import_module(module).add_arguments(p)
     args = parser.parse_args(argv)
     from puzzle.config import ConfigError
+    from puzzle.io import ArtifactError
 
     try:
         importlib.import_module(stages[args.stage][0]).main(args)
-    except ConfigError as err:
+    except (ConfigError, ArtifactError) as err:
         print(f"puzzle {args.stage}: {err}", file=sys.stderr)
         return 2
     return 0

@@ -107,7 +107,7 @@ def validate(cfg: dict[str, Any], node: dict[str, Any] | None = None, prefix: st
 
 
 def _bad(key: str, value: Any, expected: str) -> ConfigError:
-    return ConfigError(f"config error: {key} = {json.dumps(value)}: expected {expected}")
+    return ConfigError(f"config error: {key} = {json.dumps(value, sort_keys=True)}: expected {expected}")
 
 
 def _check_parent_train(cfg: dict[str, Any]) -> None:
@@ -168,7 +168,7 @@ def _check_budget(key: str, kind: str, value: Any) -> None:
     try:
         parse_target(kind, value)
     except ConfigError as err:
-        raise ConfigError(f"config error: {key} = {json.dumps(value)}: {str(err).rpartition(': ')[2]}") from None
+        raise ConfigError(f"config error: {str(err).replace(f'search.{kind}', key, 1)}") from None
 
 
 def _check_search_budgets(cfg: dict[str, Any]) -> None:

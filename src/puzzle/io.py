@@ -58,7 +58,32 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    """A JSON file's content; a missing or malformed file raises ArtifactError naming it and the position."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: file does not exist") from None
+    except UnicodeDecodeError as e:
+        raise ArtifactError(f"{path}: not a text file ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
+
+
+def read_csv(path: str | os.PathLike) -> "Any":
+    """A CSV file as a pandas DataFrame; a missing, binary, empty or malformed file raises
+    ArtifactError naming it."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: file does not exist") from None
+    except UnicodeDecodeError as e:
+        raise ArtifactError(f"{path}: not a text CSV ({e.reason} at byte {e.start})") from None
+    except pd.errors.EmptyDataError:
+        raise ArtifactError(f"{path}: empty file: expected a CSV with a header row") from None
+    except pd.errors.ParserError as e:
+        raise ArtifactError(f"{path}: not a valid CSV ({' '.join(str(e).split())})") from None
 
 
 def write_csv(path: str | os.PathLike, frame: "Any") -> None:
@@ -67,15 +92,40 @@ def write_csv(path: str | os.PathLike, frame: "Any") -> None:
         frame.to_csv(tmp, index=False)
 
 
-def save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
-    """Save torch tensors as safetensors atomically (contiguous copies, as the format requires)."""
-    from safetensors.torch import save_file
+class ArtifactError(ValueError):
+    """A file a stage reads is missing, truncated or corrupt; the message names the file and what is wrong."""
 
+
+def save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Save torch tensors as safetensors atomically (contiguous copies, as the format requires).
+
+    Same tensors and metadata, same bytes: the library writes its header's `__metadata__` in hash
+    order, so the header is re-serialized with sorted keys (the data offsets do not change), which
+    keeps the sha256 in assembly.json stable."""
+    from safetensors.torch import save
+
+    raw = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the data stays 8-byte aligned, as the format asks
     with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        tmp.write_bytes(len(header).to_bytes(8, "little") + header + raw[8 + n :])
 
 
 def load_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict:
+    """The tensors of a safetensors file; a truncated or corrupt file, or a NaN or inf in a float
+    tensor, raises ArtifactError naming the file (and the tensor)."""
+    import torch
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    return load_file(str(path), device=device)
+    if not os.path.exists(path):
+        raise ArtifactError(f"{path}: file does not exist")
+    try:
+        tensors = load_file(str(path), device=device)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ArtifactError(f"{path}: not a readable safetensors file ({e})") from None
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ArtifactError(f"{path}: tensor {name!r} holds NaN or inf: expected finite weights (a corrupt file?)")
+    return tensors

@@ -107,9 +107,9 @@ def subblock_layer(
 
 
 def read_library_file(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+    from puzzle.io import load_safetensors
 
-    return load_file(str(path), device="cpu")
+    return load_safetensors(path)
 
 
 def library_paths(
@@ -403,17 +403,39 @@ def run(
         f"{device} {dtype}"
     )
     rows = score_layers(model, windows, cands, sc["batch_size"], sc["candidates_per_pass"], log=log)
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return refuse_non_finite(pd.DataFrame(rows, columns=COLUMNS), "scoring")
+
+
+def refuse_non_finite(frame: "Any", where: str) -> "Any":
+    """`frame` unchanged when every score is a finite number; else the first bad row is named (a NaN
+    comes from a corrupt block or a diverged one, and must not reach the search)."""
+    import numpy as np
+    import pandas as pd
+
+    from puzzle.io import ArtifactError
+
+    values = frame[COLUMNS[3:]].apply(pd.to_numeric, errors="coerce")
+    bad = ~np.isfinite(values.to_numpy(dtype=float)).all(axis=1)
+    if bad.any():
+        row = frame[bad].iloc[0]
+        raise ArtifactError(
+            f"{where}: layer {row['layer']} block {row['attention']}+{row['ffn']} scores "
+            f"{dict(row[COLUMNS[3:]])}: expected finite numbers"
+        )
+    return frame
 
 
 def merge(paths: list[str]) -> "Any":
     """Concatenate per-layer score tables, ordered by layer (rows within a layer keep their order)."""
     import pandas as pd
 
-    frames = [pd.read_csv(p) for p in paths]
+    from puzzle.io import read_csv
+
+    frames = [read_csv(p) for p in paths]
     for p, f in zip(paths, frames):
         if list(f.columns) != COLUMNS:
             raise ValueError(f"{p}: columns {list(f.columns)}, expected {COLUMNS}")
+        refuse_non_finite(f, p)
     out = pd.concat(frames, ignore_index=True)
     return out.sort_values("layer", kind="stable").reset_index(drop=True)
 
