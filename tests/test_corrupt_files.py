@@ -1,0 +1,113 @@
+"""Nothing stale or corrupt comes out: every read of a broken file names the file and what is wrong,
+NaN never enters a score table, a hand-edited solution stops before assembly, and a library file
+written twice from the same tensors has the same bytes (so assembly.json's sha256 is stable)."""
+
+import hashlib
+import json
+
+import pandas as pd
+import pytest
+import torch
+from safetensors import safe_open
+
+from puzzle import io
+from puzzle.assemble import verify_solution
+from puzzle.scoring import COLUMNS, refuse_non_finite
+from puzzle.search_tables import ConfigError, load_scores, synthetic_tables
+from puzzle import cli
+
+META = {f"key{i}": str(i) for i in range(12)}  # enough keys that a hash order would differ between runs
+
+
+def _tensors():
+    g = torch.Generator().manual_seed(0)
+    return {"mlp.down_proj.weight": torch.randn(4, 8, generator=g), "mlp.up_proj.weight": torch.randn(8, 4, generator=g)}
+
+
+def test_two_writes_of_the_same_tensors_give_the_same_bytes_and_read_back(tmp_path):
+    # the same tensors and metadata, built in different insertion orders
+    io.save_safetensors(tmp_path / "a.safetensors", _tensors(), META)
+    io.save_safetensors(tmp_path / "b.safetensors", dict(reversed(_tensors().items())), dict(reversed(META.items())))
+    a, b = (tmp_path / "a.safetensors").read_bytes(), (tmp_path / "b.safetensors").read_bytes()
+    assert hashlib.sha256(a).hexdigest() == hashlib.sha256(b).hexdigest()
+    header = json.loads(a[8 : 8 + int.from_bytes(a[:8], "little")])
+    assert list(header["__metadata__"]) == sorted(META) and (8 + int.from_bytes(a[:8], "little")) % 8 == 0
+    with safe_open(str(tmp_path / "a.safetensors"), framework="pt") as f:
+        assert f.metadata() == META
+    back = io.load_safetensors(tmp_path / "a.safetensors")
+    assert all(torch.equal(back[k], v) for k, v in _tensors().items())
+
+
+def test_a_truncated_library_file_is_named(tmp_path):
+    path = tmp_path / "ffn_50.safetensors"
+    io.save_safetensors(path, _tensors(), META)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(io.ArtifactError, match=rf"^{path}: not a readable safetensors file \("):
+        io.load_safetensors(path)
+
+
+def test_a_library_file_with_overwritten_bytes_is_refused_naming_the_tensor(tmp_path):
+    path = tmp_path / "ffn_50.safetensors"
+    bad = _tensors()
+    bad["mlp.up_proj.weight"][3, 1] = float("nan")  # what overwritten float bytes turn into
+    io.save_safetensors(path, bad)
+    with pytest.raises(io.ArtifactError, match=rf"^{path}: tensor 'mlp.up_proj.weight' holds NaN or inf"):
+        io.load_safetensors(path)
+
+
+def test_bad_json_is_named_with_its_position(tmp_path):
+    path = tmp_path / "solution.json"
+    path.write_text('{"layers": [\n  1,\n')
+    with pytest.raises(io.ArtifactError, match=rf"^{path}:3:1: not valid JSON \("):
+        io.read_json(path)
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(io.ArtifactError, match=rf"^{path}: not a text file"):
+        io.read_json(path)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x89PNG\r\n\x1a\n\xff\xfe\xfa binary", "not a text CSV"),
+    (b"", "empty file: expected a CSV with a header row"),
+])
+def test_a_garbage_csv_is_named(tmp_path, content, message):
+    path = tmp_path / "scores.csv"
+    path.write_bytes(content)
+    with pytest.raises(io.ArtifactError, match=rf"^{path}: {message}"):
+        io.read_csv(path)
+
+
+def test_a_score_that_is_not_a_number_is_named_by_column_and_row(tmp_path):
+    scores, _ = synthetic_tables(2)
+    scores = scores.astype({"kl": object})
+    scores.loc[3, "kl"] = "abc"
+    path = tmp_path / "scores.csv"
+    scores.to_csv(path, index=False)
+    with pytest.raises(ConfigError, match=rf"scores {path}: column kl row 5 = 'abc': expected a number"):
+        load_scores(path)
+
+
+def test_scoring_refuses_to_write_nan_or_inf():
+    frame = pd.DataFrame([[0, "attn_kv2", "ffn_100", 0.0, 3.0, 0.5], [1, "attn_kv2", "ffn_50", float("nan"), 3.1, 0.4]],
+                         columns=COLUMNS)
+    with pytest.raises(io.ArtifactError, match=r"scoring: layer 1 block attn_kv2\+ffn_50 scores .*expected finite numbers"):
+        refuse_non_finite(frame, "scoring")
+    frame.loc[1, "kl"] = float("inf")
+    with pytest.raises(io.ArtifactError, match="layer 1"):
+        refuse_non_finite(frame, "scoring")
+    assert refuse_non_finite(frame.iloc[:1], "scoring") is not None
+
+
+def test_a_hand_edited_solution_stops_before_assembly_naming_the_file(tmp_path):
+    scores, costs = synthetic_tables(4, seed=3)
+    scores.to_csv(tmp_path / "scores.csv", index=False)
+    costs.to_csv(tmp_path / "costs.csv", index=False)
+    out = tmp_path / "solution.json"
+    assert cli.main(["search", "--scores", str(tmp_path / "scores.csv"), "--costs", str(tmp_path / "costs.csv"),
+                     "--throughput", "1.5x", "--out", str(out)]) == 0
+    verify_solution(out, tmp_path / "scores.csv", tmp_path / "costs.csv")  # as the search wrote it: passes
+    sol = json.loads(out.read_text())
+    layer = next(i for i, b in enumerate(sol["layers"]) if b["ffn"] != "ffn_noop")
+    sol["layers"][layer]["ffn"] = "ffn_noop"  # consistent edit of one block, costs left as the solver wrote them
+    out.write_text(json.dumps(sol))
+    with pytest.raises(io.ArtifactError, match=rf"^{out}: solution does not verify: .*costs\.\w+ = .* but the tables give"):
+        verify_solution(out, tmp_path / "scores.csv", tmp_path / "costs.csv")
