@@ -71,7 +71,7 @@ rule paper_sweep:
         directory(SWEEP_DIR),
     params:
         cfg=pzc.stage_arg(config, "search"),
-        upstream=pzc.upstream(config, "search", target=MAIN_TARGET),
+        upstream=pzc.upstream(config, "search", target=PAPER_PLAN.main_id.target),
         sweep=" ".join(Q(str(v)) for v in PAPER["sweep"]),
         scenario=MAIN_SCENARIO,
     log:

@@ -13,7 +13,7 @@ from safetensors import safe_open
 from puzzle import io
 from puzzle.assemble import verify_solution
 from puzzle.scoring import COLUMNS, refuse_non_finite
-from puzzle.search_tables import ConfigError, load_scores, synthetic_tables
+from puzzle.search.synthetic import synthetic_tables
 from puzzle import cli
 
 META = {f"key{i}": str(i) for i in range(12)}  # enough keys that a hash order would differ between runs
@@ -74,16 +74,6 @@ def test_a_garbage_csv_is_named(tmp_path, content, message):
     path.write_bytes(content)
     with pytest.raises(io.ArtifactError, match=rf"^{path}: {message}"):
         io.read_csv(path)
-
-
-def test_a_score_that_is_not_a_number_is_named_by_column_and_row(tmp_path):
-    scores, _ = synthetic_tables(2)
-    scores = scores.astype({"kl": object})
-    scores.loc[3, "kl"] = "abc"
-    path = tmp_path / "scores.csv"
-    scores.to_csv(path, index=False)
-    with pytest.raises(ConfigError, match=rf"scores {path}: column kl row 5 = 'abc': expected a number"):
-        load_scores(path)
 
 
 def test_scoring_refuses_to_write_nan_or_inf():
