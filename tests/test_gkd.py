@@ -236,7 +236,8 @@ def test_final_and_layer_outputs_are_the_models_hidden_states(tiny):
 
 
 def test_the_token_budget_sets_the_steps_and_bad_batches_are_config_errors(tiny, tmp_path):
-    g = cfg(gkd={"tokens": 45_000_000_000, "seq_len": 8192, "batch_size": 64})["gkd"]
+    # the embedded parent's positions cover the 8K windows when it trains on them
+    g = cfg(gkd={"tokens": 45_000_000_000, "seq_len": 8192, "batch_size": 64}, parent={"train": {"seq_len": 8192}})["gkd"]
     assert gkd.total_steps(g) == 85_831  # ceil(45e9 / (64 x 8192))
     with pytest.raises(ConfigError, match=r"gkd.micro_batch_size = 3: expected a divisor of the 4 windows"):
         gkd.check(cfg(gkd={"micro_batch_size": 3})["gkd"], 1)

@@ -78,3 +78,11 @@ def test_micro_pipeline_end_to_end(repo, tmp_path, venv_env):
     over.write_text("parent:\n  train:\n    steps: 41\n")
     r = snakemake(repo, wd, "-n", "--configfile", micro, str(over), env=venv_env)
     assert "rule parent:" in r.stdout and "rule data:" not in r.stdout
+    # a changed GKD job killed midway: Snakemake deletes its output folder; the same command then
+    # redoes GKD, the evaluation and the summary (params upstream), instead of "Nothing to be done"
+    over.write_text("gkd:\n  lr: 0.005\n")
+    shutil.rmtree(wd / "results/micro/gkd/local/tiny/throughput_1.3x")
+    r = snakemake(repo, wd, "-n", "--configfile", micro, str(over), env=venv_env)
+    plan = r.stdout + r.stderr
+    assert "rule gkd:" in plan and "rule evaluate:" in plan and "rule eval_summary:" in plan, plan[-3000:]
+    assert "rule assemble:" not in plan and "rule bld:" not in plan

@@ -205,9 +205,13 @@ def _check_search_space(cfg: dict[str, Any]) -> None:
         raise _bad("search_space", space, f"at least one variant besides the parent's {attn[0]} and {ffn[0]}")
 
 
+MAX_POSITIONS = 1 << 20  # the longest window of a parent whose config.json does not say
+
+
 def _check_seq_lens(cfg: dict[str, Any]) -> None:
-    """Windows no longer than the parent's positions (its max_position_embeddings)."""
-    limit = parent_config(cfg).get("max_position_embeddings", 2048)
+    """Windows no longer than the parent's positions (its max_position_embeddings; a config.json
+    without one gets a sane bound that still stops a 1e8-token window before any job)."""
+    limit = parent_config(cfg).get("max_position_embeddings", MAX_POSITIONS)
     for key in ("activations.seq_len", "scoring.seq_len", "gkd.seq_len", "evaluate.seq_len"):
         section, leaf = key.split(".")
         value = cfg[section][leaf]
