@@ -310,7 +310,8 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "score": ("scoring", "search_space", "bld.mode", "seed", "threads", "device", "data.source", "data.corpus"),
     # only the job's own target, so editing one target reruns that target alone
     "costs": ("costs.targets.{target}", "costs.scenarios", "costs.repeats", "costs.warmup", "costs.n_copies",
-              "costs.statistic", "costs.clock", "search_space", "threads", "device"),
+              "costs.statistic", "costs.clock", "costs.interval", "costs.bootstrap", "costs.remeasure",
+              "costs.on_noise", "search_space", "threads", "device"),
     "search": ("search", "search_space.ffn.multiple_of"),
     "assemble": ("bld.mode",),
     "gkd": ("gkd", "seed", "threads", "device"),
