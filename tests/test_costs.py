@@ -194,7 +194,7 @@ def test_a_70b_plans_at_fp8_on_one_80gb_h100_and_at_tp4_in_bf16_but_not_at_tp1(t
     scen = [{"name": "text_generation", "input_len": 128, "output_len": 1024, "batch_sizes": [1, 8, 64]}]
     targets = {"fp8": {"device": "h100_sxm", "dtype": "fp8"}, "tp4": {"device": "h100_sxm", "dtype": "bfloat16", "tp": 4},
                "bf16": {"device": "h100_sxm", "dtype": "bfloat16"}}
-    cfg = config.validate({"search_space": space, "costs": {"targets": targets, "scenarios": scen}})
+    cfg = config.validate({"search_space": space, "costs": {"targets": targets, "scenarios": scen}}, stage="costs")
     arch = cm.Arch.from_config(json.loads((parent / "config.json").read_text()))
     for target, budget in (("fp8", 80e9), ("tp4", 80e9)):
         frame, meta = costs.run(cfg, parent, target, log=lambda m: None)

@@ -305,8 +305,9 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "data": ("data", "seed", "parent.path"),
     "parent": ("parent", "seed", "threads", "device", "data.source", "data.corpus"),
     "activations": ("activations", "seed", "threads", "device", "parent.path", "parent.train.seq_len"),
-    # activations and the parent: an online teacher (bld.teacher) makes the windows itself
-    "bld": ("bld", "search_space", "seed", "threads", "device", "activations", "parent.path", "parent.train.seq_len"),
+    # activations, the parent and its vocabulary: the planner sizes an online teacher (bld.teacher)
+    "bld": ("bld", "search_space", "seed", "threads", "device", "activations", "parent.path", "parent.train.seq_len",
+            "data.tokenizer.vocab_size"),
     "score": ("scoring", "search_space", "bld.mode", "seed", "threads", "device", "data.source", "data.corpus"),
     # only the job's own target, so editing one target reruns that target alone
     "costs": ("costs.targets.{target}", "costs.scenarios", "costs.repeats", "costs.warmup", "costs.n_copies",
