@@ -46,7 +46,7 @@ def test_the_table_prices_every_variant_and_memory_per_gpu(tmp_path):
     space = {"attention": {"kv_heads": [4, 1]}, "ffn": {"ratios": [0.5, 0.25], "multiple_of": 256}}
     scen = [{"name": "text_generation", "input_len": 128, "output_len": 1024, "batch_sizes": [8, 64]}]
     targets = {"aic": {"system": "h100_sxm", "dtype": "fp8", "tp": 4}}
-    cfg = config.validate({"search_space": space, "costs": {"targets": targets, "scenarios": scen}})
+    cfg = config.validate({"parent": {"path": str(tmp_path / "p")}, "search_space": space, "search": {"target": "aic"}, "costs": {"targets": targets, "scenarios": scen}})
     frame, meta = costs.run(cfg, tmp_path / "p", "aic", log=lambda m: None)
     assert list(frame.columns) == costs.COLUMNS and meta["tp"] == 4 and meta["backend"] == "trtllm"
     assert meta["system"] == "h100_sxm" and meta["backend_version"] and meta["aiconfigurator_core"].startswith("0.")
