@@ -67,7 +67,7 @@ def test_parent_shape_reads_each_layer():
 def test_cost_model_sums_the_layers_it_has():
     arch = cost_model.Arch.from_config(published())
     assert len(arch.layers) == 80 and arch.head_dim == 128
-    params, kv = cost_model.memory_needed(arch, batch=1, input_len=1, output_len=0, e=2)
+    params, kv = cost_model.memory_needed(arch, batch=1, input_len=1, output_len=0, place=cost_model.Placement("bfloat16", 1))
     h, vocab = 8192, 128256
     attention = 2 * h * h + 2 * h * 8 * 128 + h  # q, o; k, v at 8 KV heads; input norm
     by_width = sum(n * (3 * h * width + h) for (_, width), n in LAYERS.items())

@@ -14,7 +14,7 @@ from puzzle.cost_model import Arch
 
 # The activations stage stores x, h and y of every layer (activations.TENSORS; pinned by a test).
 ACTIVATION_TENSORS = 3
-ACTIVATION_DTYPE_BYTES = {"bf16": 2, "fp16": 2}
+ACTIVATION_DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 
 
 def activation_dump_bytes(parent_cfg: dict[str, Any], tokens: int, dtype: str = "bf16") -> int:
