@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from puzzle import bld_plan, config, cost_model
+from puzzle import bld_plan, config, cost_model, plan
 
 DATA = Path(__file__).parent / "data"
 LLAMA_8B = json.loads((DATA / "Llama-3.1-8B.config.json").read_text())
@@ -25,8 +25,8 @@ def _real_8b(repo, tmp_path, **bld):
 
 
 def test_a_stored_token_of_llama_8b_is_768_kib():
-    assert bld_plan.activation_dump_bytes(1, 4096, 32, 2) == 768 * 1024  # x, h, y x 4096 x bf16 x 32 layers
-    assert bld_plan.activation_dump_bytes(250_000_000, 4096, 32) == 196_608_000_000_000  # 197 TB
+    assert plan.activation_dump_bytes(LLAMA_8B, 1, "bf16") == 768 * 1024  # x, h, y x 4096 x bf16 x 32 layers
+    assert plan.activation_dump_bytes(LLAMA_8B, 250_000_000) == 196_608_000_000_000  # 197 TB
 
 
 def test_auto_goes_online_for_the_real_8b_config_and_stays_stored_for_the_embedded_default(repo, tmp_path):

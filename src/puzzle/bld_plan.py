@@ -20,11 +20,9 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
-from puzzle import blocks, cost_model, library
+from puzzle import blocks, cost_model, library, plan
 from puzzle import config as config_mod
 
-DUMP_TENSORS = 3  # x, h, y per token per layer (activations.TENSORS)
-DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 # Bytes per parameter: trained = fp32 weight + grad + two AdamW moments + a bf16 autocast copy;
 # frozen (the parent FFN beside a decoupled attention variant) = fp32 weight + its bf16 copy.
 TRAINED_BYTES, FROZEN_BYTES = 4 + 4 + 8 + 2, 4 + 2
@@ -40,11 +38,6 @@ def seq_len(cfg: dict[str, Any]) -> int:
     return int(cfg["parent"]["train"]["seq_len"]) if not cfg["parent"]["path"] else 256
 
 
-def activation_dump_bytes(tokens: int, hidden: int, layers: int, dtype_bytes: int = 2) -> int:
-    """Bytes of a training-activation dump of `tokens` tokens: x, h, y in every layer."""
-    return DUMP_TENSORS * hidden * dtype_bytes * layers * tokens
-
-
 @dataclass(frozen=True)
 class TeacherPath:
     path: str  # "stored" or "online"
@@ -55,8 +48,7 @@ class TeacherPath:
 def teacher_path(cfg: dict[str, Any], parent_cfg: dict[str, Any]) -> TeacherPath:
     """Stored or online, and why (`bld.teacher`; auto compares the dump with `bld.disk_budget_gb`)."""
     bld, shape = cfg["bld"], library.parent_shape(parent_cfg)
-    need = activation_dump_bytes(bld["tokens"], shape.hidden_size, shape.num_hidden_layers,
-                                 DTYPE_BYTES[cfg["activations"]["dtype"]])
+    need = plan.activation_dump_bytes(parent_cfg, bld["tokens"], cfg["activations"]["dtype"])
     size = f"{bld['tokens']:,} BLD tokens x {shape.num_hidden_layers} layers would be {need / 1e9:,.4g} GB"
     if bld["teacher"] != "auto":
         return TeacherPath(bld["teacher"], f"bld.teacher = {bld['teacher']} ({size})", need)
