@@ -113,8 +113,6 @@ def total_steps(g: dict[str, Any]) -> int:
 def check(g: dict[str, Any], processes: int) -> int:
     """The GKD keys that only make sense with the process count known, as one-line config errors;
     returns the windows per forward pass of one process."""
-    if not any(g["loss"].values()):
-        raise config_mod.ConfigError("config error: gkd.loss: expected at least one of cosine, kl, lm to be true")
     if g["batch_size"] % processes:
         raise config_mod.ConfigError(
             f"config error: gkd.batch_size = {g['batch_size']}: expected a multiple of the {processes} processes"
