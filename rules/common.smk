@@ -47,3 +47,11 @@ def paper_files(wildcards):
     if problem:
         raise WorkflowError(problem)
     return PAPER_FILES
+
+
+def bld_train(cfg):
+    """(flag, path) of a BLD job's training input: the stored train activations, or the train shard online."""
+    corpus = cfg["bld"]["corpus"] or CORPUS
+    if pzb.teacher_path(cfg, pzc.parent_config(cfg)).path == "stored":
+        return "train", f"{R}/activations/{corpus}/train"
+    return "shard", f"{R}/data/{corpus}/train.bin"

@@ -2,18 +2,9 @@
 # layer (every variant of that layer), so a cluster trains layers in parallel. BLD reads the
 # stored train activations, or runs the parent itself on the train shard (bld.teacher; the
 # planner's choice is printed in each BLD log), and then the train activations are never made.
-from puzzle import bld_plan as pzb
 
 BLD_CORPUS = config["bld"]["corpus"] or CORPUS  # one of CORPORA (checked by the config's validation)
 LIBRARY = pzl.output_files(f"{R}/library", len(LAYERS), LIBRARY_ENTRIES)
-
-
-def bld_train(cfg):
-    """(flag, path) of a BLD job's training input: the stored train activations, or the train shard online."""
-    corpus = cfg["bld"]["corpus"] or CORPUS
-    if pzb.teacher_path(cfg, pzc.parent_config(cfg)).path == "stored":
-        return "train", f"{R}/activations/{corpus}/train"
-    return "shard", f"{R}/data/{corpus}/train.bin"
 
 
 rule activations:
