@@ -282,7 +282,7 @@ def test_paper_target_plans_the_ablations_and_a_changed_loss_list_replans_table1
     r = snakemake(repo, tmp_path / "wd", "-n", "-p", "paper", "--configfile", str(micro), env=venv_env)
     assert r.returncode == 0, r.stderr + r.stdout
     before = planned_jobs(r.stdout)
-    searched = {re.search(r"search/local/tiny/([^/]+)/solution.json", out).group(1) for rule, out in before if rule == "search"}
+    searched = {re.search(r"search/h100-analytic/tiny/([^/]+)/solution.json", out).group(1) for rule, out in before if rule == "search"}
     ablations = ("lm_loss", "noop_only", "greedy", "max_params", "random-s0", "random-s0-scratch", "bld-coupled", "bld-narrow", "bld-tokens2048")
     assert searched == {"throughput_1.3x", "unconstrained@scratch", *(f"throughput_1.3x@{v}" for v in ablations)}
     random_init = {out.rsplit("/", 1)[1]: shell for (rule, out), (_, shell) in before.items() if rule == "assemble" and "--random-weights" in shell}

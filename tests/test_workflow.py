@@ -65,7 +65,7 @@ def test_micro_pipeline_end_to_end(repo, tmp_path, venv_env):
     assert meta["vocab_size"] == 512 and set(meta["sources"]) == {"stdlib", "pydoc", "kjv"}
     assert (wd / "results/micro/logs/parent.log").stat().st_size > 0
     # the search planned a child that meets its budget, and the child was distilled and evaluated
-    sol = json.loads((wd / "results/micro/search/local/tiny/throughput_1.3x/solution.json").read_text())
+    sol = json.loads((wd / "results/micro/search/h100-analytic/tiny/throughput_1.3x/solution.json").read_text())
     assert sol["verified"] and len(sol["block_configs"]) == 2
     assert sol["costs"]["throughput_tok_s"] >= 1.3 * sol["parent"]["costs"]["throughput_tok_s"] * (1 - 1e-9)
     summary = pd.read_csv(wd / "results/micro/eval/summary.csv")
@@ -81,7 +81,7 @@ def test_micro_pipeline_end_to_end(repo, tmp_path, venv_env):
     # a changed GKD job killed midway: Snakemake deletes its output folder; the same command then
     # redoes GKD, the evaluation and the summary (params upstream), instead of "Nothing to be done"
     over.write_text("gkd:\n  lr: 0.005\n")
-    shutil.rmtree(wd / "results/micro/gkd/local/tiny/throughput_1.3x")
+    shutil.rmtree(wd / "results/micro/gkd/h100-analytic/tiny/throughput_1.3x")
     r = snakemake(repo, wd, "-n", "--configfile", micro, str(over), env=venv_env)
     plan = r.stdout + r.stderr
     assert "rule gkd:" in plan and "rule evaluate:" in plan and "rule eval_summary:" in plan, plan[-3000:]
