@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from puzzle.paper import report as paper
-from puzzle.search import cli as search
+from puzzle.config import ConfigError
 from puzzle.evaluate import relative
+from puzzle.paper import figures, tables
+from puzzle.paper.child import load_child
+from puzzle.search import cli as search
 from puzzle.search.tables import check_costs
 from test_workflow import snakemake
 
@@ -51,11 +53,11 @@ def write_child(root, name, sol, acc=(0.5, 0.45, 0.48), tok_s=(100.0, 150.0)):
 
 
 def child(tmp_path, name="main", **kw):
-    return paper.load_child(*write_child(tmp_path, name, solution(**kw)))
+    return load_child(*write_child(tmp_path, name, solution(**kw)))
 
 
 def test_table1_retained_is_child_over_parent_for_accuracy_and_parent_over_child_for_loss(tmp_path):
-    t = paper.table1(child(tmp_path)).set_index("metric")
+    t = tables.table1(child(tmp_path)).set_index("metric")
     assert t.loc["token_acc", "retained_pct"] == pytest.approx(100 * 0.48 / 0.5)
     assert t.loc["lm_loss", "retained_pct"] == pytest.approx(100 * 2.0 / 2.2)
     assert math.isnan(t.loc["kl", "retained_pct"]) and t.loc["kl", "child"] == 0.1
@@ -63,7 +65,7 @@ def test_table1_retained_is_child_over_parent_for_accuracy_and_parent_over_child
 
 
 def test_table2_measured_and_predicted_speedup_beside_the_papers_row(tmp_path):
-    t = paper.table2(child(tmp_path), {"chat": "Chatbot"})
+    t = tables.table2(child(tmp_path), {"chat": "Chatbot"})
     row = t.iloc[0]
     assert (row["scenario"], row["parent_tok_s"], row["child_tok_s"]) == ("chat", 100.0, 150.0)
     assert row["speedup"] == pytest.approx(1.5) and row["predicted_speedup"] == pytest.approx(2.0)
@@ -72,8 +74,8 @@ def test_table2_measured_and_predicted_speedup_beside_the_papers_row(tmp_path):
 
 def test_search_ablation_rows_carry_the_papers_numbers_of_their_method(tmp_path):
     mip = child(tmp_path, "mip")
-    greedy = paper.load_child(*write_child(tmp_path, "greedy", solution("greedy", tok_s=12.0), acc=(0.5, 0.3, 0.4)))
-    t = paper.search_ablation("table13", [mip, greedy])
+    greedy = load_child(*write_child(tmp_path, "greedy", solution("greedy", tok_s=12.0), acc=(0.5, 0.3, 0.4)))
+    t = tables.search_ablation("table13", [mip, greedy])
     assert list(t["row"]) == ["parent", "mip (kl)", "greedy (kl)"]
     assert t["paper_mmlu"].tolist()[1:] == [78.39, 70.74] and math.isnan(t["paper_mmlu"][0])
     assert t["predicted_speedup"].tolist() == pytest.approx([1.0, 2.0, 1.2])
@@ -82,13 +84,13 @@ def test_search_ablation_rows_carry_the_papers_numbers_of_their_method(tmp_path)
     # an LM-loss-scored MIP and a seeded random child map to their own rows
     lm = child(tmp_path, "lm", metric="lm_loss")
     rnd = child(tmp_path, "rnd", method="random", seed=3)
-    assert paper.search_ablation("table11", [mip, lm])["paper_half_mmlu"].tolist()[1:] == [64.94, 66.24]
-    t15 = paper.search_ablation("table15", [mip, rnd])
+    assert tables.search_ablation("table11", [mip, lm])["paper_half_mmlu"].tolist()[1:] == [64.94, 66.24]
+    t15 = tables.search_ablation("table15", [mip, rnd])
     assert t15["row"][2] == "random seed 3 (kl)" and t15["paper_avg"].tolist() == [85.48, 84.30, 74.01]
     # random weights: the budget folder says so (rules/search.smk)
-    scratch = paper.load_child(*write_child(tmp_path, "throughput_2x@random-s3-scratch", solution(method="random", seed=3)))
-    parent_arch = paper.load_child(*write_child(tmp_path, "unconstrained@scratch", solution()))
-    t15 = paper.search_ablation("table15", [mip, rnd, scratch, parent_arch])
+    scratch = load_child(*write_child(tmp_path, "throughput_2x@random-s3-scratch", solution(method="random", seed=3)))
+    parent_arch = load_child(*write_child(tmp_path, "unconstrained@scratch", solution()))
+    t15 = tables.search_ablation("table15", [mip, rnd, scratch, parent_arch])
     assert t15["paper_avg"].tolist()[3:] == [16.02, 16.46]
     assert t15["row"][3] == "fully random: random seed 3 architecture, random weights"
 
@@ -99,7 +101,7 @@ def test_table18_puts_the_compressed_parents_beside_the_child_with_their_kept_fr
     for m in ("parent", "gkd"):
         main.evals[m]["parameters"] = {"parent": 1000, "gkd": 800}[m]
     wanda = eval_row("wanda", 0.30, 3.0, 0.6, 100.0, parent)  # dense: the parent's speed
-    t = paper.table18(main, {"wanda": ({"parameters": {"fraction": 0.56}}, wanda)})
+    t = tables.table18(main, {"wanda": ({"parameters": {"fraction": 0.56}}, wanda)})
     assert t["row"].tolist() == ["parent", "Puzzle child", "wanda"]
     assert t["kept_params_fraction"].tolist() == [1.0, 0.8, 0.56]
     assert t["measured_speedup"].tolist() == [1.0, 1.5, 1.0] and t["token_acc"].tolist() == [0.5, 0.48, 0.30]
@@ -112,7 +114,7 @@ def test_table17_one_row_per_loss_with_its_terms_and_validation_kl(tmp_path):
     evals = {"kl+cosine": eval_row("kl+cosine", 0.49, 2.1, 0.05, 150.0, main.evals["parent"]),
              "lm": eval_row("lm", 0.47, 2.05, 0.2, 150.0, main.evals["parent"])}
     reports = {"kl+cosine": {"val_kl_before": 0.4, "val_kl_after": 0.06}, "lm": {"val_kl_before": 0.4, "val_kl_after": 0.3}}
-    t = paper.table17(main, evals, reports)
+    t = tables.table17(main, evals, reports)
     assert list(t["row"]) == ["no uptraining", "cosine+kl", "lm", "parent"]
     assert t[["loss_cosine", "loss_kl", "loss_lm"]].values.tolist() == [[False] * 3, [True, True, False], [False, False, True], [False] * 3]
     assert t["val_kl"].tolist() == [0.4, 0.06, 0.3, 0.0]
@@ -124,9 +126,9 @@ def test_frontier_is_exactly_the_non_dominated_points():
     x = np.array([1.0, 1.5, 2.0, 3.0, 2.0])
     y = np.array([0.9, 0.9, 0.8, 0.5, 0.7])
     # (1, .9) loses to (1.5, .9): as good, and faster; (2, .7) loses to (2, .8)
-    assert paper.frontier(x, y).tolist() == [False, True, True, True, False]
+    assert figures.frontier(x, y).tolist() == [False, True, True, True, False]
     # lower is better: (3, .5) beats every slower point; (1.5, .9) and (2, .8) are now dominated
-    assert paper.frontier(x, y, y_higher_better=False).tolist() == [False, False, False, True, False]
+    assert figures.frontier(x, y, y_higher_better=False).tolist() == [False, False, False, True, False]
 
 
 def costs_frame(per_layer=False):
@@ -144,7 +146,7 @@ def costs_frame(per_layer=False):
 
 @pytest.mark.parametrize("per_layer", [False, True])
 def test_layer_runtime_is_the_chosen_subblock_over_the_parents(per_layer):
-    rt = paper.layer_runtime(check_costs(costs_frame(per_layer)), solution())
+    rt = figures.layer_runtime(check_costs(costs_frame(per_layer)), solution())
     # ffn_50 / ffn_100 = (2 + 16 * 1) / (4 + 16 * 2) = 0.5; a no-op costs nothing
     assert rt[["attention", "ffn"]].values.tolist() == [[1.0, 0.5], [0.0, 1.0]]
 
@@ -152,7 +154,7 @@ def test_layer_runtime_is_the_chosen_subblock_over_the_parents(per_layer):
 def test_identical_inputs_give_identical_tables(tmp_path):
     main = child(tmp_path)
     for out in ("a", "b"):
-        paper.write_table(paper.table16(main), "table16", tmp_path / out / "table16")
+        tables.write_table(tables.table16(main), "table16", tmp_path / out / "table16")
     for ext in (".csv", ".md"):
         assert (tmp_path / "a" / f"table16{ext}").read_bytes() == (tmp_path / "b" / f"table16{ext}").read_bytes()
     md = (tmp_path / "a" / "table16.md").read_text()
@@ -183,17 +185,17 @@ def test_figures_are_pngs_and_the_same_inputs_give_the_same_bytes(tmp_path):
     costs = tmp_path / "costs.csv"
     costs_frame().to_csv(costs, index=False)
     sol = tmp_path / "search" / "main" / "solution.json"
-    paper.fig5(sweep, [main], tmp_path / "fig5.png")
-    paper.fig6(costs, sol, tmp_path / "fig6.png")
-    paper.fig6(costs, sol, tmp_path / "fig6_again.png")
-    paper.fig7([main, lm], tmp_path / "fig7.png")
-    paper.fig8(sweep, costs, sol, tmp_path / "fig8.png")
+    figures.fig5(sweep, [main], tmp_path / "fig5.png")
+    figures.fig6(costs, sol, tmp_path / "fig6.png")
+    figures.fig6(costs, sol, tmp_path / "fig6_again.png")
+    figures.fig7([main, lm], tmp_path / "fig7.png")
+    figures.fig8(sweep, costs, sol, tmp_path / "fig8.png")
     for name in ("fig5", "fig6", "fig7", "fig8"):
         image = matplotlib.image.imread(tmp_path / f"{name}.png")
         assert image.shape[0] > 300 and image.shape[1] > 500, name
     assert (tmp_path / "fig6.png").read_bytes() == (tmp_path / "fig6_again.png").read_bytes()
     # the infeasible target is left out; the rest are sorted by predicted speed-up
-    assert paper.read_sweep(sweep)["target"].tolist() == ["1.5x", "2x"]
+    assert figures.read_sweep(sweep)["target"].tolist() == ["1.5x", "2x"]
 
 
 def test_report_cli_writes_csv_and_markdown(tmp_path):
@@ -246,22 +248,22 @@ def write_library(root, name, mode="decoupled", corpus="mixed", tokens=4096, tra
 
 def test_library_ablation_rows_report_what_bld_spent_and_the_papers_row_of_each_library(tmp_path):
     main = child(tmp_path, "main")
-    other = paper.load_child(*write_child(tmp_path, "other", solution(tok_s=21.0), acc=(0.5, 0.40, 0.47)))
+    other = load_child(*write_child(tmp_path, "other", solution(tok_s=21.0), acc=(0.5, 0.40, 0.47)))
     libs = [write_library(tmp_path / "lib", "experiment"),
             write_library(tmp_path / "lib", "coupled", mode="coupled", trained=(("attn_kv1+ffn_50", 3.0),) * 1)]
-    t8 = paper.library_ablation("table8", [main, other], libs)
+    t8 = tables.library_ablation("table8", [main, other], libs)
     assert t8["row"].tolist() == ["experiment", "coupled"] and t8["bld_mode"].tolist() == ["decoupled", "coupled"]
     assert t8["trained_blocks"].tolist() == [2, 1] and t8["bld_tokens"].tolist() == [8192, 4096]
     assert t8["bld_s"].tolist() == [4.0, 3.0]
     assert t8["paper_accuracy"].tolist() == [72.92, 73.98]
     assert t8["token_acc_before_gkd"].tolist() == [0.45, 0.40] and t8["measured_speedup"].tolist() == [1.5, 1.5]
     narrow = write_library(tmp_path / "lib", "narrow", corpus="bible")
-    assert paper.library_ablation("table9", [main, other], [libs[0], narrow])["paper_mmlu"].tolist() == [78.39, 74.84]
+    assert tables.library_ablation("table9", [main, other], [libs[0], narrow])["paper_mmlu"].tolist() == [78.39, 74.84]
     quarter = write_library(tmp_path / "lib", "tokens1024", tokens=1024)
-    t10 = paper.library_ablation("table10", [main, other], [libs[0], quarter])
+    t10 = tables.library_ablation("table10", [main, other], [libs[0], quarter])
     assert t10["tokens_per_block"].tolist() == [4096, 1024] and t10["paper_mmlu"].tolist() == [78.54, 78.27]
-    with pytest.raises(paper.config_mod.ConfigError, match="--library"):
-        paper.library_ablation("table8", [main, other], libs[:1])
+    with pytest.raises(ConfigError, match="--library"):
+        tables.library_ablation("table8", [main, other], libs[:1])
 
 
 def planned_jobs(stdout):
