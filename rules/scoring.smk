@@ -1,7 +1,10 @@
 # Replace-1-block scoring: one job per layer (the parent runs once, then every block of that layer
-# from the cached layer input), concatenated into scores/scores.csv for the search.
+# from the cached layer input), or per part of a layer's blocks (scoring.parts, planned by
+# src/puzzle/score_plan.py), concatenated into scores/scores.csv for the search.
 SCORE_CORPUS = config["scoring"]["corpus"] or CORPUS  # one of CORPORA (checked by the config's validation)
 SCORES = f"{R}/scores/scores.csv"
+SCORE_RUNTIME = 60  # minutes of a score job; scoring.parts = auto fills it
+SCORE_PARTS = pzs.layer_parts(config, pzc.parent_config(config), SCORE_RUNTIME)  # layer -> jobs
 
 
 rule score:
@@ -18,23 +21,37 @@ rule score:
         upstream=pzc.upstream(config, "score"),
         data=lambda w, input: os.path.dirname(os.path.dirname(input.shard)),
         library=f"{R}/library",
+        part="",
     log:
         f"{R}/logs/score/layer_{{layer}}.log",
     threads: config["threads"]
     resources:
         mem_mb=8000,
-        runtime=60,
+        runtime=SCORE_RUNTIME,
         **GPU,
     conda:
         "../envs/puzzle.yaml"
     shell:
         "python -m puzzle score --cfg {params.cfg} --parent {input.parent:q} --data {params.data:q}"
-        " --library {params.library:q} --layer {wildcards.layer:q} --out {output:q} > {log:q} 2>&1"
+        " --library {params.library:q} --layer {wildcards.layer:q} {params.part} --out {output:q} > {log:q} 2>&1"
+
+
+use rule score as score_part with:
+    output:
+        f"{R}/scores/layer_{{layer}}.part{{k}}of{{n}}.csv",
+    wildcard_constraints:
+        layer=r"\d+",
+        k=r"\d+",
+        n=r"\d+",
+    params:
+        part=lambda w: f"--part {w.k}/{w.n}",
+    log:
+        f"{R}/logs/score/layer_{{layer}}.part{{k}}of{{n}}.log",
 
 
 rule scores:
     input:
-        expand(f"{R}/scores/layer_{{layer}}.csv", layer=LAYERS),
+        pzs.layer_files(f"{R}/scores", SCORE_PARTS),
     output:
         SCORES,
     params:

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import tiny_library as tl
-from puzzle import blocks, cli, scoring
+from puzzle import bld_plan, blocks, cli, score_plan, scoring
+from puzzle.config import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,9 @@ def test_parent_block_scores_exactly_zero_and_the_parents_loss(setup):
     assert len(frame) == 3 * 4 * 4 and list(frame.columns) == scoring.COLUMNS
 
 
-@pytest.mark.parametrize("layer,attn,ffn", [(1, "attn_kv1", "ffn_50"), (0, "attn_noop", "ffn_linear"), (2, "attn_linear", "ffn_noop")])
+@pytest.mark.parametrize(
+    "layer,attn,ffn", [(1, "attn_kv1", "ffn_50"), (0, "attn_noop", "ffn_linear"), (2, "attn_linear", "ffn_noop")]
+)
 def test_suffix_from_cached_hidden_state_equals_full_forward_of_replaced_model(setup, layer, attn, ffn):
     from safetensors.torch import load_file
 
@@ -75,7 +78,8 @@ def test_suffix_from_cached_hidden_state_equals_full_forward_of_replaced_model(s
     child = DeciLMForCausalLM(cfg).eval()
     state = {k: v for k, v in model.state_dict().items() if not k.startswith(f"model.layers.{layer}.")}
     for v in (attn, ffn):
-        state.update({f"model.layers.{layer}.{k}": t for k, t in load_file(setup / "lib" / f"layer_{layer}" / f"{v}.safetensors").items()})
+        lib = load_file(setup / "lib" / f"layer_{layer}" / f"{v}.safetensors")
+        state.update({f"model.layers.{layer}.{k}": t for k, t in lib.items()})
     child.load_state_dict(state, strict=True)
     with torch.no_grad():
         q = child(input_ids=windows).logits[:, :-1]
@@ -119,7 +123,8 @@ def test_coupled_library_scores_equal_decoupled_for_the_same_weights(setup, tmp_
     d.mkdir()
     for a in attns:
         for f in ffns:
-            t = {**load_file(setup / "lib/layer_1" / f"{a}.safetensors"), **load_file(setup / "lib/layer_1" / f"{f}.safetensors")}
+            t = {**load_file(setup / "lib/layer_1" / f"{a}.safetensors"),
+                 **load_file(setup / "lib/layer_1" / f"{f}.safetensors")}
             save_file(t, str(d / f"{blocks.composition(a, f)}.safetensors"))
     assert sorted(scoring.library_paths(tmp_path, 1, attns, ffns, coupled=True)) == sorted(
         p for p in d.iterdir() if p.name != "attn_noop+ffn_noop.safetensors"
@@ -157,3 +162,187 @@ def test_cli_rerun_is_identical_and_per_layer_jobs_merge_to_the_whole(setup, tmp
     frame = pd.read_csv(tmp_path / "merged.csv")
     assert list(frame.columns) == ["layer", "attention", "ffn", "kl", "lm_loss", "token_acc"]
     assert cli.main([*common, "--layer", "7", "--out", str(tmp_path / "x.csv")]) == 2
+
+
+# ---- parts: a layer's blocks over several jobs ---------------------------------------------------
+
+
+def test_part_jobs_merge_byte_identical_to_the_unsplit_run_and_rerun_identically(setup, tmp_path):
+    """Stacked passes of 2 (15 candidates + the parent's block per layer: 8 passes), cut 3 and 2 ways."""
+    cfg = json.dumps({"threads": 1, "device": "cpu", "search_space": tl.SPACE,
+                      "scoring": {"valid_windows": 4, "seq_len": 24, "batch_size": 3, "candidates_per_pass": 2}})
+    common = ["score", "--cfg", cfg, "--parent", str(setup / "parent"), "--data", str(setup / "data"),
+              "--library", str(setup / "lib")]
+    assert cli.main([*common, "--out", str(tmp_path / "whole.csv")]) == 0
+    parts = {0: 3, 1: 2, 2: 1}
+    files = score_plan.layer_files(tmp_path, parts)
+    assert [Path(f).name for f in files] == ["layer_0.part1of3.csv", "layer_0.part2of3.csv", "layer_0.part3of3.csv",
+                                             "layer_1.part1of2.csv", "layer_1.part2of2.csv", "layer_2.csv"]
+    for f in files:
+        k, n = score_plan.part_of_file(f)
+        layer = int(Path(f).name.split(".")[0].removeprefix("layer_"))
+        assert cli.main([*common, "--layer", str(layer), "--part", f"{k}/{n}", "--out", f]) == 0
+    sizes = [len(pd.read_csv(f)) for f in files]
+    # passes (2, 2, .., 1) 3+3+2 and 4+4: 6+6+3 and 8+7 candidates, the parent's block (first) with part 1
+    assert sizes == [7, 6, 3, 9, 7, 16]
+    assert not list(tmp_path.glob("*.tmp*"))  # written by rename only
+    merged = tmp_path / "merged.csv"
+    assert cli.main(["score", "--merge", *reversed(files), "--out", str(merged)]) == 0  # any order of inputs
+    assert merged.read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    again = tmp_path / "again.csv"
+    assert cli.main([*common, "--layer", "0", "--part", "2/3", "--out", str(again)]) == 0
+    assert again.read_bytes() == Path(files[1]).read_bytes()
+    # a part missing, or one merged twice, is refused by name
+    assert cli.main(["score", "--merge", *files[1:], "--out", str(tmp_path / "x.csv")]) == 2
+    assert cli.main(["score", "--merge", *files, files[3], "--out", str(tmp_path / "x.csv")]) == 2
+    assert not (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.parametrize("arg", ["0/2", "3/2", "x", "2", "1/2/3"])
+def test_bad_part_is_one_line_naming_the_flag(setup, tmp_path, capsys, arg):
+    cfg = json.dumps({"threads": 1, "device": "cpu", "search_space": tl.SPACE})
+    argv = ["score", "--cfg", cfg, "--parent", str(setup / "parent"), "--data", str(setup / "data"),
+            "--library", str(setup / "lib"), "--layer", "0", "--part", arg, "--out", str(tmp_path / "p.csv")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--part {arg!r}: expected K/N with 1 <= K <= N" in err
+    assert not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.parametrize("n_attn,n_ffn,parent,per_pass", [(4, 4, (0, 0), 1), (4, 4, (0, 0), 2), (3, 5, (1, 2), 3),
+                                                           (2, 3, (1, 2), 2), (4, 4, None, 4)])
+def test_every_candidate_in_exactly_one_part_in_whole_passes_and_balanced(n_attn, n_ffn, parent, per_pass):
+    comps = [(f"a{i}", f"f{j}") for i in range(n_attn) for j in range(n_ffn)]
+    own = (f"a{parent[0]}", f"f{parent[1]}") if parent else ("attn_x", "ffn_x")  # None: not in the space
+    runs = score_plan.passes(comps, own, per_pass)
+    for n in range(1, len(runs) + 1):
+        parts = [score_plan.part_compositions(comps, own, per_pass, k, n) for k in range(1, n + 1)]
+        assert [c for p in parts for c in p] == comps  # each once, in order: concatenating parts is the whole
+        # each part is whole passes of the unsplit run, so score_layers stacks exactly the same candidates
+        counts = []
+        for p in parts:
+            mine = score_plan.passes(p, own, per_pass)
+            assert all(r in runs for r in mine)
+            counts.append(len(mine))
+        assert sum(counts) == len(runs) and max(counts) - min(counts) <= 1
+    with pytest.raises(ConfigError, match=rf"--part 1/{len(runs) + 1}: the layer has {len(runs)} passes"):
+        score_plan.part_compositions(comps, own, per_pass, 1, len(runs) + 1)
+
+
+def real_cfg(tmp_path, name, **scoring):
+    """The 8B experiment config on a parent folder holding only the public config.json of `name`."""
+    import yaml
+
+    from puzzle import config
+
+    parent = tmp_path / name
+    parent.mkdir()
+    (parent / "config.json").write_text((Path(__file__).parent / "data" / f"{name}.config.json").read_text())
+    raw = yaml.safe_load((Path(__file__).parents[1] / "config" / "llama-3.1-8b-h100.yaml").read_text())
+    raw["parent"]["path"], raw["data"]["files"] = str(parent), [str(parent / "config.json")]
+    raw["scoring"].update(scoring)
+    cfg = config.validate(raw)
+    return cfg, config.parent_config(cfg)
+
+
+def test_auto_parts_split_the_long_70b_layers_only(tmp_path):
+    cfg, parent = real_cfg(tmp_path, "Llama-3.1-70B")
+    h, vocab, layers = parent["hidden_size"], parent["vocab_size"], parent["num_hidden_layers"]
+    tokens = cfg["scoring"]["valid_windows"] * cfg["scoring"]["seq_len"]
+    arch = bld_plan._arch(cfg, parent)
+    layer = bld_plan.parent_layer_flops(arch, cfg["scoring"]["seq_len"])
+    n_run = len(score_plan.compositions(cfg, arch.shape)) - 1  # the parent's own block is not run
+    head = 2 * h * vocab
+    # layer 0, one job: the parent once (80 layers, its head twice), then every candidate's 79 suffix layers and
+    # head; its own block, between nothing and a parent layer, on top
+    low = tokens * (80 * layer + 2 * head + n_run * (79 * layer + head))
+    whole = score_plan.part_flops(cfg, parent, 0, 1, 1)
+    assert low < whole < low + tokens * n_run * layer
+    minutes = whole / (bld_plan.ASSUMED_TFLOPS * 1e12) / 60
+    assert 0.75 * 60 < minutes < 2 * 0.75 * 60  # over the 45 minutes a 60-minute job is planned to fill
+    assert score_plan.parts_for(cfg, parent, 0, 60) == 2
+    assert score_plan.parts_for(cfg, parent, layers - 1, 60) == 1
+    assert score_plan.parts_for(cfg, parent, 0, 10_000) == 1
+    assert score_plan.parts_for(cfg, parent, 0, 1) == score_plan.max_parts(cfg, parent)  # at most a pass a part
+    # the embedded micro parent: one job per layer
+    from puzzle import config
+
+    micro = config.load(Path(__file__).parents[1] / ".test" / "config" / "config.yaml")
+    assert set(score_plan.layer_parts(micro, config.parent_config(micro), 60).values()) == {1}
+
+
+@pytest.mark.parametrize("value,message", [
+    (0, "scoring.parts = 0: expected a number >= 1"),
+    ("x", 'scoring.parts = "x": expected auto'),
+    (1.5, "scoring.parts = 1.5: expected integer or string"),
+    (99, "scoring.parts = 99: a layer has 39 passes of candidates (scoring.candidates_per_pass = 1), expected 'auto' "
+         "or at most 39"),
+])
+def test_bad_scoring_parts_stops_in_config_validation(tmp_path, value, message):
+    with pytest.raises(ConfigError) as err:
+        real_cfg(tmp_path, "Llama-3.1-8B", parts=value)
+    assert str(err.value) == f"config error: {message}"
+
+
+def test_dry_run_plans_a_job_per_layer_part(repo, tmp_path, venv_env):
+    import shutil
+    import subprocess
+    import sys
+
+    wd = tmp_path / "wd"
+    shutil.copytree(repo / "config", wd / "config")
+    (tmp_path / "over.yaml").write_text("scoring:\n  parts: 2\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(repo / "workflow" / "Snakefile"), "--directory", str(wd), "-n",
+         "-p", "--configfile", str(repo / ".test" / "config" / "config.yaml"), str(tmp_path / "over.yaml")],
+        capture_output=True, text=True, env=venv_env,
+    )
+    assert r.returncode == 0, r.stderr + r.stdout
+    stats = dict(line.split() for line in r.stdout.split("Job stats:")[1].split("total")[0].splitlines()[3:] if line)
+    assert stats["score_part"] == "4" and "score" not in stats
+    parts = [f"results/micro/scores/layer_{i}.part{k}of2.csv" for i in (0, 1) for k in (1, 2)]
+    assert "input: " + ", ".join(parts) + "\n    output: results/micro/scores/scores.csv" in r.stdout
+    assert "--layer 1 --part 2/2 --out results/micro/scores/layer_1.part2of2.csv" in r.stdout
+
+
+# ---- a heterogeneous (Nemotron-NAS) parent ------------------------------------------------------
+
+
+def test_heterogeneous_parent_scores_each_layer_against_its_own_block(setup):
+    from puzzle.nemotron_nas import DeciLMConfig, DeciLMForCausalLM
+
+    layer_blocks = [{"attention": {"n_heads_in_group": 2}, "ffn": {"intermediate_size": 64}},  # attn_kv2 + ffn_100
+                    {"attention": {"n_heads_in_group": 4}, "ffn": {"intermediate_size": 32}}]  # attn_kv1 + ffn_50
+    cfg = DeciLMConfig(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, rms_norm_eps=1e-5,
+                       block_configs=layer_blocks)
+    torch.manual_seed(0)
+    model = DeciLMForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    model.config._attn_implementation = "sdpa"
+    assert scoring.own_composition(model, 0, ["ffn_100", "ffn_50", "ffn_noop"], 8) == ("attn_kv2", "ffn_100")
+    assert scoring.own_composition(model, 1, ["ffn_100", "ffn_50", "ffn_noop"], 8) == ("attn_kv1", "ffn_50")
+    # no library: each layer's own subblocks are the parent's (a replaced block read from another layer's
+    # shape would not load)
+    cands = [scoring.layer_candidates(model, 0, ["attn_kv2", "attn_noop"], ["ffn_100", "ffn_noop"], None, 8),
+             scoring.layer_candidates(model, 1, ["attn_kv1", "attn_noop"], ["ffn_50", "ffn_noop"], None, 8)]
+    windows = scoring.valid_windows(setup / "data", "mixed", 6, 32)
+    rows = scoring.score_layers(model, windows, cands, 4, log=lambda m: None)
+    by = {(r["layer"], r["attention"], r["ffn"]): r for r in rows}
+    with torch.no_grad():
+        logp = F.log_softmax(model(input_ids=windows).logits[:, :-1].double(), -1)
+    _, nll, acc = metrics(logp, logp, windows)
+    for own in ((0, "attn_kv2", "ffn_100"), (1, "attn_kv1", "ffn_50")):
+        assert by[own]["kl"] == 0.0 and by[own]["lm_loss"] == pytest.approx(nll, abs=1e-6)
+        assert by[own]["token_acc"] == pytest.approx(acc, abs=1e-12)
+    # layer 1 with its FFN removed, against the whole replaced model's own forward
+    child = DeciLMForCausalLM(cfg.with_block_config(1, {"attention": {"n_heads_in_group": 4}, "ffn": {"no_op": True}}))
+    child.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("model.layers.1.mlp.")
+                           and not k.startswith("model.layers.1.post_attention_layernorm.")}, strict=True)
+    with torch.no_grad():
+        q = child.eval()(input_ids=windows).logits[:, :-1]
+    kl, nll, acc = metrics(logp, q, windows)
+    row = by[(1, "attn_kv1", "ffn_noop")]
+    assert kl > 1e-4 and row["kl"] == pytest.approx(kl, abs=1e-6)
+    assert row["lm_loss"] == pytest.approx(nll, abs=1e-6) and row["token_acc"] == pytest.approx(acc, abs=1e-12)

@@ -205,6 +205,12 @@ def _check_search_space(cfg: dict[str, Any]) -> None:
         raise _bad("search_space", space, f"at least one variant besides the parent's {attn[0]} and {ffn[0]}")
 
 
+def _check_scoring_parts(cfg: dict[str, Any]) -> None:
+    from puzzle import score_plan
+
+    score_plan.check_parts(cfg, parent_config(cfg))
+
+
 MAX_POSITIONS = 1 << 20  # the longest window of a parent whose config.json does not say
 
 
@@ -230,6 +236,7 @@ RELATIONS: list[tuple[tuple[str, ...], Callable[[dict[str, Any]], None]]] = [
     (("gkd.loss",), _check_gkd_loss),
     (("search_space", "parent"), _check_search_space),
     (("serve.engine", "search_space", "parent"), _check_serve_engine),
+    (("scoring.parts", "scoring.candidates_per_pass", "search_space", "parent"), _check_scoring_parts),
     (("parent", "activations.seq_len", "scoring.seq_len", "gkd.seq_len", "evaluate.seq_len"), _check_seq_lens),
 ]
 

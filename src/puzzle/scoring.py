@@ -28,7 +28,11 @@ A no-op subblock has no tensors (its file may be absent).
 
     python -m puzzle score --cfg JSON --parent DIR --data DIR --library DIR --layer 3 --out layer_3.csv
     python -m puzzle score --cfg JSON --parent DIR --data DIR --library DIR --out scores.csv  (all layers)
-    python -m puzzle score --merge layer_0.csv layer_1.csv ... --out scores.csv
+    python -m puzzle score ... --layer 0 --part 2/3 --out layer_0.part2of3.csv  (a third of its blocks)
+    python -m puzzle score --merge layer_0.csv layer_1.part1of2.csv layer_1.part2of2.csv ... --out scores.csv
+
+Parts (src/puzzle/score_plan.py) cut a layer's blocks at whole passes of `candidates_per_pass`,
+so merged parts are byte-identical to the unsplit layer.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from typing import Any
 
 import torch
 
-from puzzle import blocks
+from puzzle import blocks, score_plan
 from puzzle import config as config_mod
 from puzzle.training import fixed_windows, pick_device, resolve_dtype
 
@@ -74,15 +78,13 @@ def load_parent(path: str | Path, device: torch.device, dtype: torch.dtype) -> A
 
 
 def parent_shape(model: Any) -> blocks.ParentShape:
-    """Shape of a DeciLM parent whose every layer is the parent's block (block 0 read)."""
-    c = model.config
-    return blocks.ParentShape(
-        hidden_size=c.hidden_size,
-        num_attention_heads=c.num_attention_heads,
-        num_key_value_heads=c.num_key_value_heads_of(0),
-        intermediate_size=c.intermediate_size_of(0),
-        num_hidden_layers=c.num_hidden_layers,
-    )
+    """Shape of a DeciLM parent, each layer's own block included (a Nemotron-NAS parent's differ)."""
+    return blocks.ParentShape.from_config(model.config.to_dict())
+
+
+def own_composition(model: Any, layer: int, ffns: list[str], multiple: int) -> tuple[str, str]:
+    """The parent's own (attention, FFN) variant names in `layer`."""
+    return score_plan.parent_compositions(parent_shape(model), ffns, multiple)[layer]
 
 
 def subblock_layer(
@@ -139,14 +141,15 @@ class LayerCandidates:
 
 def layer_candidates(
     model: Any, layer: int, attentions: list[str], ffns: list[str], library_dir: str | Path | None,
-    multiple: int, coupled: bool = False,
+    multiple: int, coupled: bool = False, compositions: list[tuple[str, str]] | None = None,
 ) -> LayerCandidates:
-    """Build the candidate modules of one layer from the library.
+    """Build the candidate modules of one layer from the library: of `compositions` (a part of the
+    layer's, score_plan.part_compositions), default every attention x FFN one.
 
-    Without a library file for a parent variant (attn_kv{parent}, ffn_100), the parent's own
-    subblock is used (the library's are copies of it)."""
+    Without a library file for one of the layer's own variants, the parent's own subblock is used
+    (the library's are copies of it)."""
     d = Path(library_dir) / f"layer_{layer}" if library_dir is not None else None
-    parent_attn, parent_ffn = blocks.parent_variants(parent_shape(model))
+    parent_attn, parent_ffn = own_composition(model, layer, ffns, multiple)
     own = {k: v for k, v in model.model.layers[layer].state_dict().items()}
     own_attn = {k: v for k, v in own.items() if k.startswith(("input_layernorm.", "self_attn."))}
     own_ffn = {k: v for k, v in own.items() if k.startswith(("post_attention_layernorm.", "mlp."))}
@@ -161,7 +164,7 @@ def layer_candidates(
             return fallback
         raise FileNotFoundError(f"layer {layer}: library file {path} of variant {variant} is missing")
 
-    comps = [(a, f) for a in attentions for f in ffns]
+    comps = [(a, f) for a in attentions for f in ffns] if compositions is None else list(compositions)
     out = LayerCandidates(layer, comps, {}, {}, {}, (parent_attn, parent_ffn))
     if coupled:
         for a, f in comps:
@@ -176,9 +179,10 @@ def layer_candidates(
                 t = read_library_file(path)
             out.coupled[(a, f)] = subblock_layer(model, layer, a, f, t, multiple)
         return out
-    for a in attentions:
+    # Only the subblocks this part's compositions use (the parent's own is never run).
+    for a in dict.fromkeys(a for a, _ in comps):
         out.attention[a] = subblock_layer(model, layer, a, blocks.FFN_NOOP, tensors(a, own_attn), multiple)
-    for f in ffns:
+    for f in dict.fromkeys(f for _, f in comps):
         out.ffn[f] = subblock_layer(model, layer, blocks.ATTN_NOOP, f, tensors(f, own_ffn), multiple)
     return out
 
@@ -278,7 +282,21 @@ class Totals:
         self.tokens += cand.nll.numel()
 
     def row(self) -> dict[str, float]:
-        return {"kl": self.kl / self.tokens, "lm_loss": self.nll / self.tokens, "token_acc": self.correct / self.tokens}
+        n = self.tokens
+        return {"kl": self.kl / n, "lm_loss": self.nll / n, "token_acc": self.correct / n}
+
+
+def block_out(
+    cand: LayerCandidates, a: str, f: str, h_in: torch.Tensor, pos: tuple[torch.Tensor, torch.Tensor],
+    mids: dict[str, torch.Tensor],
+) -> torch.Tensor:
+    """Block (a, f) of `cand` on the layer input; an attention output is kept in `mids` for the
+    FFN variants after it."""
+    if cand.coupled:
+        return run_layer(cand.coupled[(a, f)], h_in, pos)
+    if a not in mids:
+        mids[a] = attention_part(cand.attention[a], h_in, pos)
+    return ffn_part(cand.ffn[f], mids[a])
 
 
 def _split(stats: HeadStats, n: int) -> list[HeadStats]:
@@ -321,22 +339,13 @@ def score_layers(
         for cand in candidates:
             i, h_in = cand.layer, inputs[cand.layer]
             mids: dict[str, torch.Tensor] = {}
-
-            def block_out(a: str, f: str) -> torch.Tensor:
-                if cand.coupled:
-                    return run_layer(cand.coupled[(a, f)], h_in, pos)
-                if a not in mids:
-                    mids[a] = attention_part(cand.attention[a], h_in, pos)
-                return ffn_part(cand.ffn[f], mids[a])
-
             # The parent's own composition is the parent (library copies of its subblocks): not run,
             # its KL is exactly 0.0 and its loss and accuracy the parent's.
             if cand.parent in cand.compositions:
                 totals[(i, *cand.parent)].add(ref, ref)
-            others = [c for c in cand.compositions if c != cand.parent]
-            for g in range(0, len(others), candidates_per_pass):
-                group = others[g : g + candidates_per_pass]
-                hs = [block_out(a, f) for a, f in group]
+            # The passes of score_plan, which the parts of a layer are cut along.
+            for group in score_plan.passes(cand.compositions, cand.parent, candidates_per_pass):
+                hs = [block_out(cand, a, f, h_in, pos, mids) for a, f in group]
                 x = hs[0] if len(hs) == 1 else torch.cat(hs, dim=0)
                 for layer in layers[i + 1 :]:
                     x = run_layer(layer, x, pos)
@@ -376,11 +385,11 @@ def corpus_name(cfg: dict[str, Any]) -> str:
 
 def run(
     cfg: dict[str, Any], parent_dir: str | Path, data_dir: str | Path, library_dir: str | Path | None,
-    layers: Iterable[int] | None = None, log: Any = print,
-) -> "Any":
-    """Scores (a pandas DataFrame with COLUMNS) of the given layers (default: all)."""
+    layers: Iterable[int] | None = None, log: Any = print, part: tuple[int, int] = (1, 1),
+) -> Any:
+    """Scores (a pandas DataFrame with COLUMNS) of the given layers (default: all); of part k of n
+    of each layer's compositions with `part` = (k, n) (score_plan.part_compositions)."""
     import pandas as pd
-
 
     sc = cfg["scoring"]
     torch.set_num_threads(cfg["threads"])
@@ -395,18 +404,24 @@ def run(
         if not 0 <= i < shape.num_hidden_layers:
             raise config_mod.ConfigError(f"config error: --layer {i}: the parent has {shape.num_hidden_layers} layers")
     coupled = library_mode(cfg) == "coupled"
-    cands = [layer_candidates(model, i, attentions, ffns, library_dir, multiple, coupled) for i in layers]
+    comps = [(a, f) for a in attentions for f in ffns]
+    cands = [
+        layer_candidates(model, i, attentions, ffns, library_dir, multiple, coupled, score_plan.part_compositions(
+            comps, own_composition(model, i, ffns, multiple), sc["candidates_per_pass"], *part))
+        for i in layers
+    ]
     windows = valid_windows(data_dir, corpus_name(cfg), sc["valid_windows"], sc["seq_len"])
+    share = "" if part == (1, 1) else f", part {part[0]}/{part[1]}: {[len(c.compositions) for c in cands]} of them"
     log(
         f"scoring layers {layers}: {len(attentions)} attention x {len(ffns)} ffn = "
-        f"{len(attentions) * len(ffns)} blocks per layer on {len(windows)} windows x {windows.shape[1]} tokens, "
+        f"{len(comps)} blocks per layer{share} on {len(windows)} windows x {windows.shape[1]} tokens, "
         f"{device} {dtype}"
     )
     rows = score_layers(model, windows, cands, sc["batch_size"], sc["candidates_per_pass"], log=log)
     return refuse_non_finite(pd.DataFrame(rows, columns=COLUMNS), "scoring")
 
 
-def refuse_non_finite(frame: "Any", where: str) -> "Any":
+def refuse_non_finite(frame: Any, where: str) -> Any:
     """`frame` unchanged when every score is a finite number; else the first bad row is named (a NaN
     comes from a corrupt block or a diverged one, and must not reach the search)."""
     import numpy as np
@@ -425,18 +440,33 @@ def refuse_non_finite(frame: "Any", where: str) -> "Any":
     return frame
 
 
-def merge(paths: list[str]) -> "Any":
-    """Concatenate per-layer score tables, ordered by layer (rows within a layer keep their order)."""
+def merge(paths: list[str]) -> Any:
+    """Concatenate per-layer score tables (whole layers, or every part of a layer's:
+    `layer_{i}.part{k}of{n}.csv`), ordered by layer, then part; rows within a table keep their order."""
     import pandas as pd
 
-    from puzzle.io import read_csv
+    from puzzle.io import ArtifactError, read_csv
 
+    paths = sorted(paths, key=lambda p: score_plan.part_of_file(p)[0])  # stable: whole layers keep their order
     frames = [read_csv(p) for p in paths]
+    parts: dict[int, list[tuple[int, int]]] = {}
     for p, f in zip(paths, frames):
         if list(f.columns) != COLUMNS:
             raise ValueError(f"{p}: columns {list(f.columns)}, expected {COLUMNS}")
         refuse_non_finite(f, p)
+        for layer in f["layer"].unique():
+            parts.setdefault(int(layer), []).append(score_plan.part_of_file(p))
+    for layer, got in sorted(parts.items()):
+        n = got[0][1]
+        if sorted(got) != [(k, n) for k in range(1, n + 1)]:
+            raise ArtifactError(f"merge: layer {layer} comes from parts {sorted(got)} (k, n): expected each of "
+                                f"1..{n} of {n} once")
     out = pd.concat(frames, ignore_index=True)
+    dup = out.duplicated(["layer", "attention", "ffn"])
+    if dup.any():
+        row = out[dup].iloc[0]
+        raise ArtifactError(f"merge: layer {row['layer']} block {row['attention']}+{row['ffn']} is scored twice "
+                            "in the tables merged: expected once")
     return out.sort_values("layer", kind="stable").reset_index(drop=True)
 
 
@@ -446,6 +476,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="data folder holding <corpus>/valid.bin")
     parser.add_argument("--library", help="block library folder holding layer_{i}/{variant}.safetensors")
     parser.add_argument("--layer", type=int, action="append", help="score this layer (repeatable; default: all)")
+    parser.add_argument("--part", metavar="K/N", help="score part K of N of each layer's blocks (default: all)")
     parser.add_argument("--merge", nargs="+", metavar="CSV", help="concatenate per-layer CSVs into --out instead")
     parser.add_argument("--out", required=True, help="output CSV: " + ", ".join(COLUMNS))
 
@@ -460,7 +491,8 @@ def main(args: argparse.Namespace) -> None:
         return
     if not (args.parent and args.data):
         raise config_mod.ConfigError("config error: --parent and --data are required (or --merge)")
+    part = score_plan.parse_part(args.part) if args.part is not None else (1, 1)
     cfg = config_mod.from_args(args)
-    frame = run(cfg, args.parent, args.data, args.library, args.layer, log=lambda m: print(m, flush=True))
+    frame = run(cfg, args.parent, args.data, args.library, args.layer, log=lambda m: print(m, flush=True), part=part)
     write_csv(args.out, frame)
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.5f}"))
