@@ -25,8 +25,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import tiny_library as tl  # noqa: E402
-
+import fixtures as fx  # noqa: E402
 from puzzle import blocks, scoring  # noqa: E402
 from puzzle.training import pick_device  # noqa: E402
 
@@ -69,9 +68,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        parent = tl.make_parent(tmp / "parent", args.layers, args.hidden, args.heads, args.kv, args.inter, args.vocab)
-        tl.make_shard(tmp / "data", "mixed", args.windows * args.seq + args.seq, args.vocab)
-        tl.make_library(parent, tmp / "lib", DEFAULT_SPACE)
+        parent = fx.make_parent(tmp / "parent", args.layers, args.hidden, args.heads, args.kv, args.inter, args.vocab)
+        tokens = args.windows * args.seq + args.seq
+        fx.write_shards(tmp / "data" / "mixed", splits=("valid",), tokens=tokens, vocab=args.vocab)
+        fx.make_library(parent, tmp / "lib", DEFAULT_SPACE)
         model = scoring.load_parent(parent, device, torch.float32)
         windows = scoring.valid_windows(tmp / "data", "mixed", args.windows, args.seq)
         shape = scoring.parent_shape(model)

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-from child_helpers import PARENT_BLOCK, make_child, parent_and_library, write_solution
+from fixtures import PARENT_BLOCK, make_child, parent_and_library, write_solution
 from puzzle import assemble, cli
 from puzzle.io import load_safetensors
 

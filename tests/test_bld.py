@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from library_helpers import tiny_config, tiny_parent, tiny_shards
+from fixtures import BLD_PARENT, BLD_SHARDS, bld_cfg, make_parent, write_shards
 from safetensors.torch import load_file
 
 from puzzle import activations, blocks, bld, config, library
@@ -23,7 +23,7 @@ SMALL_SPACE = {"attention": {"kv_heads": [1], "linear": False, "no_op": True},
 def _cfg(**bld_keys):
     """fp32 activations (so stored inputs are the parent's exactly), 6 steps of 4 windows: each of
     the 24 stored windows once, which is also the online pool (steps x batch windows)."""
-    cfg = tiny_config(**{"batch_size": 4, "tokens": 4 * 16 * 6, "eval_every": 2, "checkpoint_every": 2, **bld_keys})
+    cfg = bld_cfg(**{"batch_size": 4, "tokens": 4 * 16 * 6, "eval_every": 2, "checkpoint_every": 2, **bld_keys})
     return config.deep_merge(cfg, {"activations": {"dtype": "fp32"}})
 
 
@@ -31,8 +31,8 @@ def _cfg(**bld_keys):
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("bld")
     cfg = _cfg()
-    tiny_parent(root / "parent")
-    shards = tiny_shards(root / "data")
+    make_parent(root / "parent", **BLD_PARENT)
+    shards = write_shards(root / "data", **BLD_SHARDS)
     for split in ("train", "valid"):
         activations.run(cfg, str(root / "parent"), str(shards / f"{split}.bin"), split, str(root / split))
     return {"root": root, "parent": str(root / "parent"), "shard": str(shards / "train.bin"),

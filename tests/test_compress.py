@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import LlamaForCausalLM
 
-from library_helpers import tiny_parent, tiny_shards
+from fixtures import BLD_PARENT, BLD_SHARDS, make_parent, write_shards
 from puzzle import compress, evaluate
 from puzzle.config import ConfigError
 
@@ -25,9 +26,9 @@ def run_cli(argv: list[str]) -> None:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("compress")
-    model = tiny_parent(root / "parent")
+    model = LlamaForCausalLM.from_pretrained(make_parent(root / "parent", **BLD_PARENT)).eval()
     (root / "parent" / "tokenizer.json").write_text('{"tiny": "tokenizer"}')
-    shards = tiny_shards(root / "data")
+    shards = write_shards(root / "data", **BLD_SHARDS)
     cfg = json.dumps({"threads": 1, "device": "cpu", "seed": 3})
     run_cli(["--cfg", cfg, "--method", "wanda", "--parent", str(root / "parent"), "--train", str(shards / "train.bin"),
              "--windows", "8", "--seq-len", "16", "--batch-size", "3", "--out", str(root / "wanda")])

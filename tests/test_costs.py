@@ -8,21 +8,21 @@ import pandas as pd
 import pytest
 import torch
 
-import tiny_library as tl
+import fixtures as fx
 from puzzle import blocks, cli, config, costs
 from puzzle import cost_model as cm
 
-# the tiny parent of tiny_library: hidden 32, 4 heads (head_dim 8), 2 KV heads, FFN 64, vocab 96, 3 layers
+# the tiny parent of fixtures.make_parent: hidden 32, 4 heads (head_dim 8), 2 KV heads, FFN 64, vocab 96, 3 layers
 PARENT = {"model_type": "llama", "hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
           "intermediate_size": 64, "num_hidden_layers": 3, "vocab_size": 96, "tie_word_embeddings": True}
 ARCH = cm.Arch.from_config(PARENT)
-CFG = {"threads": 1, "device": "cpu", "search_space": tl.SPACE}
+CFG = {"threads": 1, "device": "cpu", "search_space": fx.SPACE}
 BF16 = cm.Placement("bfloat16")
 
 
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory):
-    return tl.make_parent(tmp_path_factory.mktemp("costs") / "parent")
+    return fx.make_parent(tmp_path_factory.mktemp("costs") / "parent")
 
 
 def test_analytic_decode_of_one_subblock_equals_a_hand_calculation():
@@ -44,7 +44,7 @@ def test_analytic_decode_of_one_subblock_equals_a_hand_calculation():
 def test_param_and_kv_bytes_match_the_modules_and_the_formula():
     from puzzle.nemotron_nas import DeciLMDecoderLayer
 
-    attns, ffns = blocks.search_space(ARCH.shape, tl.SPACE)
+    attns, ffns = blocks.search_space(ARCH.shape, fx.SPACE)
     for v in attns + ffns:
         pair = (v, "ffn_noop") if v.startswith("attn") else ("attn_noop", v)
         cfg = costs.stack_config(PARENT, blocks.block_config(*pair, ARCH.shape, 8), 1)
@@ -98,7 +98,7 @@ def test_measured_and_analytic_tables_have_the_contract_columns(parent, tmp_path
         assert (here[k + "_lo"] <= here[k]).all() and (here[k] <= here[k + "_hi"]).all()
         assert (h100[k + "_lo"] == h100[k]).all() and (h100[k + "_hi"] == h100[k]).all()
     assert not h100.noisy.any() and (here.tp == 1).all()
-    attns, ffns = blocks.search_space(ARCH.shape, tl.SPACE)
+    attns, ffns = blocks.search_space(ARCH.shape, fx.SPACE)
     assert list(here.variant[:9]) == attns + ffns + ["non_block"] and len(here) == 2 * 9
     assert set(here.kind) == {"attention", "ffn", "non_block"} and list(here.batch.unique()) == [1, 2]
     assert (here.dtype == "float32").all() and (h100.dtype == "bfloat16").all() and (h100.device == "h100_sxm").all()
@@ -129,34 +129,34 @@ def test_measured_rows_together_or_in_pairs_give_the_same_table(together):
     cfg = {"repeats": 2, "warmup": 0, "n_copies": 1, "statistic": "median", "clock": "wall", "on_noise": "mark"}
     extra_model = costs.build_model(costs.stack_config(PARENT, blocks.block_config("attn_kv1", "ffn_50", ARCH.shape, 8), 3),
                                     torch.device("cpu"), torch.float32)
-    rows, extra = costs.measured_rows(PARENT, ARCH, tl.SPACE, scen, cfg, torch.device("cpu"), "float32", 8,
+    rows, extra = costs.measured_rows(PARENT, ARCH, fx.SPACE, scen, cfg, torch.device("cpu"), "float32", 8,
                                       log=lambda m: None, also=[extra_model], together=together)
     assert extra["timed_together"] is together
     assert set(extra["also"]) == {("tiny", 1), ("tiny", 2)}
     assert all(len(v) == 1 and len(v[0]) == 2 and min(v[0]) > 0 for v in extra["also"].values())
-    attns, ffns = blocks.search_space(ARCH.shape, tl.SPACE)
+    attns, ffns = blocks.search_space(ARCH.shape, fx.SPACE)
     assert [r["variant"] for r in rows] == (attns + ffns + ["non_block"]) * 2
     assert list(rows[0]) == costs.COLUMNS and all(r["prefill_ms"] >= 0 and r["decode_ms"] >= 0 for r in rows)
     # without `also`, nothing extra in the sidecar
-    _, extra = costs.measured_rows(PARENT, ARCH, tl.SPACE, scen, {**cfg, "repeats": 1}, torch.device("cpu"),
+    _, extra = costs.measured_rows(PARENT, ARCH, fx.SPACE, scen, {**cfg, "repeats": 1}, torch.device("cpu"),
                                    "float32", 8, log=lambda m: None, together=together)
     assert "also" not in extra
 
 
 def test_stacks_are_held_together_only_when_they_fit(monkeypatch):
     scen = [{"name": "tiny", "input_len": 6, "output_len": 4, "batch_sizes": [1]}]
-    need = costs.together_bytes(ARCH, tl.SPACE, scen, 2, 4, 8)
+    need = costs.together_bytes(ARCH, fx.SPACE, scen, 2, 4, 8)
     # every stack's parameters at least (N + 2N copies of each layer), KV caches on top
-    layers = sum(cm.param_count(v, ARCH, 8) for _, pair in costs.stack_specs(ARCH, tl.SPACE) for v in pair)
+    layers = sum(cm.param_count(v, ARCH, 8) for _, pair in costs.stack_specs(ARCH, fx.SPACE) for v in pair)
     assert need > 3 * 2 * layers * 4
-    assert costs.together_bytes(ARCH, tl.SPACE, scen, 4, 4, 8) > need
+    assert costs.together_bytes(ARCH, fx.SPACE, scen, 4, 4, 8) > need
     cfg = {"repeats": 1, "warmup": 0, "n_copies": 2, "statistic": "median", "clock": "wall", "on_noise": "mark",
            "remeasure": 0}
     monkeypatch.setattr(costs, "device_memory_bytes", lambda device: 3.9 * need)
-    _, extra = costs.measured_rows(PARENT, ARCH, tl.SPACE, scen, cfg, torch.device("cpu"), "float32", 8, log=lambda m: None)
+    _, extra = costs.measured_rows(PARENT, ARCH, fx.SPACE, scen, cfg, torch.device("cpu"), "float32", 8, log=lambda m: None)
     assert extra["timed_together"] is False
     monkeypatch.setattr(costs, "device_memory_bytes", lambda device: 4.1 * need)
-    _, extra = costs.measured_rows(PARENT, ARCH, tl.SPACE, scen, cfg, torch.device("cpu"), "float32", 8, log=lambda m: None)
+    _, extra = costs.measured_rows(PARENT, ARCH, fx.SPACE, scen, cfg, torch.device("cpu"), "float32", 8, log=lambda m: None)
     assert extra["timed_together"] is True
 
 
@@ -253,7 +253,7 @@ def test_a_difference_lost_in_noise_is_timed_again_then_stops_or_is_marked(monke
     cfg = {"repeats": 20, "warmup": 0, "n_copies": 2, "statistic": "median", "clock": "wall", "interval": 0.9,
            "bootstrap": 500, "remeasure": 2, "on_noise": "stop"}
     with pytest.raises(costs.NoisyCostsError) as err:
-        costs.measured_rows(PARENT, ARCH, tl.SPACE, scen, cfg, torch.device("cpu"), "float32", 8,
+        costs.measured_rows(PARENT, ARCH, fx.SPACE, scen, cfg, torch.device("cpu"), "float32", 8,
                             log=lambda m: None, together=together)
     msg = str(err.value)
     assert "tiny@1 ffn_50" in msg and "costs.on_noise: mark" in msg and "attn_kv" not in msg
@@ -261,7 +261,7 @@ def test_a_difference_lost_in_noise_is_timed_again_then_stops_or_is_marked(monke
     units = 1 if together else 1 + 7  # the model without layers, then the empty layer and 6 stacks
     assert len(calls) == units + 2 * (1 if together else 2)
     calls.clear()
-    rows, extra = costs.measured_rows(PARENT, ARCH, tl.SPACE, scen, {**cfg, "on_noise": "mark"}, torch.device("cpu"),
+    rows, extra = costs.measured_rows(PARENT, ARCH, fx.SPACE, scen, {**cfg, "on_noise": "mark"}, torch.device("cpu"),
                                       "float32", 8, log=lambda m: None, together=together)
     got = {r["variant"]: r for r in rows}
     assert [v for v, r in got.items() if r["noisy"]] == ["ffn_50"] and extra["noisy_rows"][0].startswith("tiny@1 ffn_50")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-from child_helpers import PARENT_BLOCK, SCENARIO, cfg, make_child, parent_and_library, write_shards, write_solution
+from fixtures import PARENT_BLOCK, SCENARIO, child_cfg, make_child, parent_and_library, write_shards, write_solution
 from puzzle import cli, evaluate
 from puzzle import config as pzc
 from puzzle.data import read_shard
@@ -75,7 +75,7 @@ def test_cli_writes_per_model_json_and_the_summary(tiny, capsys):
     root, parent_dir, child_dir, same_dir, data = tiny
     solution = write_solution(root / "solution.json", parent_dir, [PARENT_BLOCK] * 3)
     extra = {"name": "long", "batch": 1, "input_len": 4, "output_len": 9}
-    c = cfg(evaluate={"scenarios": [extra], "lm_eval_tasks": ["toy_task"]})
+    c = child_cfg(evaluate={"scenarios": [extra], "lm_eval_tasks": ["toy_task"]})
     out = root / "eval" / "tgt" / "chat" / "2x"
     argv = ["evaluate", "--cfg", shlex.split(pzc.stage_arg(c, "evaluate"))[0], "--parent", str(parent_dir), "--model", f"child={child_dir}",
             "--model", f"gkd={child_dir}", "--test", str(data / "test.bin"), "--solution", str(solution),

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 import gkd_worker
-from child_helpers import PARENT_BLOCK, cfg, make_child, parent_and_library, write_shards
+from fixtures import PARENT_BLOCK, child_cfg, make_child, parent_and_library, write_shards
 from puzzle import cli, gkd, gkd_loss, metrics
 from puzzle import config as pzc
 from puzzle.config import ConfigError
@@ -38,7 +38,7 @@ def paths(tiny, out):
 
 
 def run(tiny, out, **gkd_cfg):
-    return gkd.train(cfg(gkd=gkd_cfg), *paths(tiny, out))
+    return gkd.train(child_cfg(gkd=gkd_cfg), *paths(tiny, out))
 
 
 def weights(folder):
@@ -55,7 +55,7 @@ def full_kl(child, parent, windows):
 def test_gkd_lowers_the_validation_kl_of_the_assembled_child(tiny, tmp_path, capsys):
     root, parent_dir, child_dir, data = tiny
     out = tmp_path / "gkd"
-    argv = ["gkd", "--cfg", shlex.split(pzc.stage_arg(cfg(), "gkd"))[0], "--parent", str(parent_dir), "--child", str(child_dir),
+    argv = ["gkd", "--cfg", shlex.split(pzc.stage_arg(child_cfg(), "gkd"))[0], "--parent", str(parent_dir), "--child", str(child_dir),
             "--train", str(data / "train.bin"), "--valid", str(data / "valid.bin"), "--out", str(out)]
     assert cli.main(argv) == 0
     assert "validation KL" in capsys.readouterr().out
@@ -154,10 +154,10 @@ def test_two_processes_equal_one_and_resume_on_any_number(tiny, tmp_path):
     sharded = {"steps": 6, "checkpoint_every": 4, "parent_sharding": "shard", "activation_checkpointing": True,
                "micro_batch_size": 1, "loss_chunk": 5}
     gkd_worker.run(2, [
-        (cfg(gkd=sharded), paths(tiny, tmp_path / "two"), None),
-        (cfg(gkd=sharded), paths(tiny, tmp_path / "two_resumed"), 5),
-        (cfg(gkd=sharded), paths(tiny, tmp_path / "two_resumed"), None),
-        (cfg(gkd=sharded), paths(tiny, tmp_path / "one_resumed"), 5),
+        (child_cfg(gkd=sharded), paths(tiny, tmp_path / "two"), None),
+        (child_cfg(gkd=sharded), paths(tiny, tmp_path / "two_resumed"), 5),
+        (child_cfg(gkd=sharded), paths(tiny, tmp_path / "two_resumed"), None),
+        (child_cfg(gkd=sharded), paths(tiny, tmp_path / "one_resumed"), 5),
     ])
     assert json.loads((tmp_path / "two" / "report.json").read_text())["processes"] == 2
     run(tiny, tmp_path / "one", steps=6, checkpoint_every=4)
@@ -237,12 +237,12 @@ def test_final_and_layer_outputs_are_the_models_hidden_states(tiny):
 
 def test_the_token_budget_sets_the_steps_and_bad_batches_are_config_errors(tiny, tmp_path):
     # the embedded parent's positions cover the 8K windows when it trains on them
-    g = cfg(gkd={"tokens": 45_000_000_000, "seq_len": 8192, "batch_size": 64}, parent={"train": {"seq_len": 8192}})["gkd"]
+    g = child_cfg(gkd={"tokens": 45_000_000_000, "seq_len": 8192, "batch_size": 64}, parent={"train": {"seq_len": 8192}})["gkd"]
     assert gkd.total_steps(g) == 85_831  # ceil(45e9 / (64 x 8192))
     with pytest.raises(ConfigError, match=r"gkd.micro_batch_size = 3: expected a divisor of the 4 windows"):
-        gkd.check(cfg(gkd={"micro_batch_size": 3})["gkd"], 1)
+        gkd.check(child_cfg(gkd={"micro_batch_size": 3})["gkd"], 1)
     with pytest.raises(ConfigError, match=r"gkd.batch_size = 4: expected a multiple of the 3 processes"):
-        gkd.check(cfg()["gkd"], 3)
+        gkd.check(child_cfg()["gkd"], 3)
     with pytest.raises(ConfigError, match=r"gkd.loss = .*: expected at least one term true"):
         run(tiny, tmp_path / "none", loss={"cosine": False, "kl": False, "lm": False})
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from library_helpers import tiny_setup
+from fixtures import tiny_setup
 from safetensors import safe_open
 
 from puzzle import bld, bld_init, library

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import tiny_library as tl
+import fixtures as fx
 from puzzle import bld_plan, blocks, cli, score_plan, scoring
 from puzzle.config import ConfigError
 
@@ -16,9 +16,9 @@ from puzzle.config import ConfigError
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("scoring")
-    parent = tl.make_parent(tmp / "parent")
-    tl.make_shard(tmp / "data", "mixed", 3000, 96)
-    tl.make_library(parent, tmp / "lib")
+    parent = fx.make_parent(tmp / "parent")
+    fx.write_shards(tmp / "data" / "mixed", splits=("valid",), tokens=3000)
+    fx.make_library(parent, tmp / "lib")
     return tmp
 
 
@@ -42,7 +42,7 @@ def metrics(logp_parent, logits, windows):
 
 
 def test_parent_block_scores_exactly_zero_and_the_parents_loss(setup):
-    cfg = tl.scoring_cfg(candidates_per_pass=3)  # stacking other blocks must not disturb the parent's
+    cfg = fx.scoring_cfg(candidates_per_pass=3)  # stacking other blocks must not disturb the parent's
     frame = scoring.run(cfg, setup / "parent", setup / "data", setup / "lib", log=lambda m: None)
     windows = scoring.valid_windows(setup / "data", "mixed", 6, 32)
     logits = parent_reference(setup, windows)
@@ -67,7 +67,7 @@ def test_suffix_from_cached_hidden_state_equals_full_forward_of_replaced_model(s
 
     model = scoring.load_parent(setup / "parent", torch.device("cpu"), torch.float32)
     shape = scoring.parent_shape(model)
-    attns, ffns = blocks.search_space(shape, tl.SPACE)
+    attns, ffns = blocks.search_space(shape, fx.SPACE)
     cand = scoring.layer_candidates(model, layer, attns, ffns, setup / "lib", 8)
     windows = scoring.valid_windows(setup / "data", "mixed", 6, 32)
     rows = scoring.score_layers(model, windows, [cand], batch_size=4, candidates_per_pass=5, log=lambda m: None)
@@ -146,7 +146,7 @@ def test_missing_library_file_names_it(setup, tmp_path):
 
 
 def test_cli_rerun_is_identical_and_per_layer_jobs_merge_to_the_whole(setup, tmp_path):
-    cfg = json.dumps({"threads": 1, "device": "cpu", "search_space": tl.SPACE,
+    cfg = json.dumps({"threads": 1, "device": "cpu", "search_space": fx.SPACE,
                       "scoring": {"valid_windows": 4, "seq_len": 24, "batch_size": 3, "candidates_per_pass": 2}})
     common = ["score", "--cfg", cfg, "--parent", str(setup / "parent"), "--data", str(setup / "data"),
               "--library", str(setup / "lib")]
@@ -169,7 +169,7 @@ def test_cli_rerun_is_identical_and_per_layer_jobs_merge_to_the_whole(setup, tmp
 
 def test_part_jobs_merge_byte_identical_to_the_unsplit_run_and_rerun_identically(setup, tmp_path):
     """Stacked passes of 2 (15 candidates + the parent's block per layer: 8 passes), cut 3 and 2 ways."""
-    cfg = json.dumps({"threads": 1, "device": "cpu", "search_space": tl.SPACE,
+    cfg = json.dumps({"threads": 1, "device": "cpu", "search_space": fx.SPACE,
                       "scoring": {"valid_windows": 4, "seq_len": 24, "batch_size": 3, "candidates_per_pass": 2}})
     common = ["score", "--cfg", cfg, "--parent", str(setup / "parent"), "--data", str(setup / "data"),
               "--library", str(setup / "lib")]
@@ -200,7 +200,7 @@ def test_part_jobs_merge_byte_identical_to_the_unsplit_run_and_rerun_identically
 
 @pytest.mark.parametrize("arg", ["0/2", "3/2", "x", "2", "1/2/3"])
 def test_bad_part_is_one_line_naming_the_flag(setup, tmp_path, capsys, arg):
-    cfg = json.dumps({"threads": 1, "device": "cpu", "search_space": tl.SPACE})
+    cfg = json.dumps({"threads": 1, "device": "cpu", "search_space": fx.SPACE})
     argv = ["score", "--cfg", cfg, "--parent", str(setup / "parent"), "--data", str(setup / "data"),
             "--library", str(setup / "lib"), "--layer", "0", "--part", arg, "--out", str(tmp_path / "p.csv")]
     assert cli.main(argv) == 2

@@ -26,18 +26,13 @@ import yaml
 from safetensors import safe_open
 from transformers import AutoConfig
 
-from child_helpers import make_child
 from puzzle import config as config_mod
 from puzzle import serving
 from puzzle.nemotron_nas import block_config as block_config_module
 from puzzle.nemotron_nas import configuration_decilm
-from tiny_library import make_library, make_parent
+from fixtures import SPACE, make_child, make_library, make_parent
 
 HIDDEN, HEADS, KV, WIDTH, VOCAB = 64, 4, 2, 512, 96  # widths 512 and 256 are ffn_mult 12.0 and 6.0 at hidden 64
-SPACE = {
-    "attention": {"kv_heads": [1], "linear": True, "no_op": True},
-    "ffn": {"ratios": [0.5], "multiple_of": 8, "linear": True, "no_op": True},
-}
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 64}
 # Every variant kind each engine runs (vLLM: no linear subblocks); the parent block comes first.
