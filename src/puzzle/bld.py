@@ -33,10 +33,12 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch.optim import Optimizer
 from tqdm import tqdm
 
 from puzzle import blocks, bld_init, bld_plan, library
@@ -45,7 +47,14 @@ from puzzle.bld_teacher import Inputs, OnlineInputs, StoredInputs
 from puzzle.io import read_json, save_safetensors, write_json
 from puzzle.training import adamw, cosine_lr, load_checkpoint, pick_device, resolve_dtype, save_checkpoint, set_lr
 
+if TYPE_CHECKING:  # transformers is imported by the functions that need it
+    from transformers import PretrainedConfig
+
+    from puzzle.nemotron_nas.configuration_decilm import DeciLMConfig
+
 ATTN_PREFIXES, FFN_PREFIXES = ("input_layernorm.", "self_attn."), ("post_attention_layernorm.", "mlp.")
+RoPE = tuple[torch.Tensor, torch.Tensor]  # (cos, sin) of every position of a window
+Source = StoredInputs | OnlineInputs  # where a step's layer inputs come from (bld_teacher)
 
 
 # ---- the parent ----------------------------------------------------------------------------------
@@ -71,7 +80,7 @@ def parent_layer_tensors(parent_dir: str | Path, layer: int) -> dict[str, torch.
     return out
 
 
-def parent_configs(parent_dir: str | Path) -> tuple[Any, Any]:
+def parent_configs(parent_dir: str | Path) -> tuple[PretrainedConfig, DeciLMConfig]:
     """(the parent's HF config, its uniform Nemotron-NAS config, running sdpa)."""
     from transformers import AutoConfig
 
@@ -86,7 +95,7 @@ def parent_configs(parent_dir: str | Path) -> tuple[Any, Any]:
     return hf, deci
 
 
-def position_embeddings(hf_config: Any, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def position_embeddings(hf_config: PretrainedConfig, seq_len: int, device: torch.device) -> RoPE:
     """The parent's RoPE (cos, sin) for positions 0..seq_len-1, shared by every window."""
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
@@ -99,7 +108,7 @@ def position_embeddings(hf_config: Any, seq_len: int, device: torch.device) -> t
 
 
 def build_layer(
-    deci: Any, layer: int, attn: str, ffn: str, shape: blocks.ParentShape, multiple: int,
+    deci: DeciLMConfig, layer: int, attn: str, ffn: str, shape: blocks.ParentShape, multiple: int,
     parent: dict[str, torch.Tensor], mean_abs_act: torch.Tensor | None = None,
 ) -> torch.nn.Module:
     """A Nemotron-NAS decoder layer [attn, ffn] initialized from the parent layer's tensors."""
@@ -123,7 +132,7 @@ class Entry:
     variant reads h, the parent's FFN input, in a layer whose attention is a no-op."""
 
     def __init__(
-        self, name: str, layer: int, deci: Any, shape: blocks.ParentShape, multiple: int,
+        self, name: str, layer: int, deci: DeciLMConfig, shape: blocks.ParentShape, multiple: int,
         parent: dict[str, torch.Tensor], mean_abs_act: torch.Tensor | None,
     ) -> None:
         self.name, self.layer = name, layer
@@ -156,7 +165,7 @@ class Teacher:
     precision never enters the loss: a parent entry scores exactly 0 and every error is the
     variant's own."""
 
-    def __init__(self, deci: Any, layer: int, shape: blocks.ParentShape, multiple: int,
+    def __init__(self, deci: DeciLMConfig, layer: int, shape: blocks.ParentShape, multiple: int,
                  parent: dict[str, torch.Tensor], device: torch.device) -> None:
         attn, ffn = blocks.parent_variants(shape)
         self.device = device
@@ -168,7 +177,7 @@ class Teacher:
             module.requires_grad_(False)
 
     @torch.no_grad()
-    def __call__(self, name: str, inputs: torch.Tensor, pe: Any) -> torch.Tensor:
+    def __call__(self, name: str, inputs: torch.Tensor, pe: RoPE) -> torch.Tensor:
         return forward(self.layers[name], inputs, pe)
 
 
@@ -197,17 +206,17 @@ def nmse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (out - target).pow(2).mean() / target.pow(2).mean()
 
 
-def forward(module: torch.nn.Module, inputs: torch.Tensor, pe: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def forward(module: torch.nn.Module, inputs: torch.Tensor, pe: RoPE) -> torch.Tensor:
     return module(inputs, position_embeddings=pe, attention_mask=None)
 
 
-def autocast(device: torch.device, dtype: torch.dtype) -> Any:
+def autocast(device: torch.device, dtype: torch.dtype) -> torch.autocast:
     """bf16 compute where asked (bld.dtype; a GPU by default); weights, optimizer and loss stay fp32."""
     return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
 @torch.no_grad()
-def targets(teachers: dict[int, Teacher], inputs: Inputs, entries: list[Entry], pe: Any) -> Inputs:
+def targets(teachers: dict[int, Teacher], inputs: Inputs, entries: list[Entry], pe: RoPE) -> Inputs:
     """The parent layer's output from each input the entries read, once per layer and input."""
     need = {(e.layer, e.input) for e in entries}
     return {layer: {n: teachers[layer](n, x, pe).float() for n, x in got.items() if (layer, n) in need}
@@ -215,7 +224,7 @@ def targets(teachers: dict[int, Teacher], inputs: Inputs, entries: list[Entry], 
 
 
 @torch.no_grad()
-def evaluate(entries: list[Entry], teachers: dict[int, Teacher], valid: StoredInputs, pe: Any, batch: int,
+def evaluate(entries: list[Entry], teachers: dict[int, Teacher], valid: StoredInputs, pe: RoPE, batch: int,
              dtype: torch.dtype) -> dict[str, float]:
     """Each entry's nMSE over every held-out window (sums over all tokens, not a mean of batch ratios)."""
     err, ref = dict.fromkeys([e.key for e in entries], 0.0), dict.fromkeys([e.key for e in entries], 0.0)
@@ -231,7 +240,7 @@ def evaluate(entries: list[Entry], teachers: dict[int, Teacher], valid: StoredIn
     return {n: err[n] / ref[n] for n in err}
 
 
-def fingerprint(path: str | os.PathLike) -> list[list[Any]]:
+def fingerprint(path: str | os.PathLike) -> list[list[str | int]]:
     """(name, size, mtime) of a file or of every file under a folder: a remade input changes it."""
     p = Path(path)
     files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
@@ -250,7 +259,7 @@ class Checkpoint:
         self.root = root
         self.recipe = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
-    def restore(self, entries: list[Entry], optimizers: list[Any]) -> tuple[int, Any]:
+    def restore(self, entries: list[Entry], optimizers: list[Optimizer]) -> tuple[int, dict[str, Any] | None]:
         latest = self.root / "latest.json"
         if not latest.exists():
             return 0, None
@@ -263,7 +272,7 @@ class Checkpoint:
             load_checkpoint(self.root / f"step_{got['step']}" / e.key, e.module, opt)
         return int(got["step"]), got["state"]
 
-    def save(self, entries: list[Entry], optimizers: list[Any], step: int, state: Any) -> None:
+    def save(self, entries: list[Entry], optimizers: list[Optimizer], step: int, state: dict[str, Any]) -> None:
         here = self.root / f"step_{step}"
         for e, opt in zip(entries, optimizers):
             save_checkpoint(here / e.key, e.module, opt, step)
@@ -288,7 +297,7 @@ class StopSignal:
             self._before = {s: signal.signal(s, self._set) for s in self.SIGNALS}
         return self
 
-    def _set(self, signum: int, frame: Any) -> None:
+    def _set(self, signum: int, frame: FrameType | None) -> None:
         self.received = signum
 
     def __exit__(self, *exc: Any) -> None:
@@ -297,7 +306,7 @@ class StopSignal:
 
 
 def train_group(
-    entries: list[Entry], teachers: dict[int, Teacher], data: tuple[Any, StoredInputs], pe: Any,
+    entries: list[Entry], teachers: dict[int, Teacher], data: tuple[Source, StoredInputs], pe: RoPE,
     bld: dict[str, Any], seed: int, ckpt: Checkpoint, stop: StopSignal, dtype: torch.dtype = torch.float32,
 ) -> dict[str, dict[str, Any]]:
     """Train entries together, step by step on the same batches (resuming from `ckpt`); their metrics.
@@ -397,10 +406,10 @@ def rank_layers(layers: list[int]) -> tuple[int, int, list[int]]:
 
 
 @torch.no_grad()
-def mean_abs_intermediate(teachers: dict[int, Teacher], source: Any, windows: int, batch: int) -> dict[int, torch.Tensor]:
+def mean_abs_intermediate(teachers: dict[int, Teacher], source: Source, windows: int, batch: int) -> dict[int, torch.Tensor]:
     """Per layer, mean |act(gate(n)) * up(n)| per parent FFN channel, n = ln2(h), over the first
     `windows` training windows (the activity term of the channel contribution)."""
-    total: dict[int, Any] = dict.fromkeys(teachers, 0.0)
+    total: dict[int, torch.Tensor | float] = dict.fromkeys(teachers, 0.0)
     count, n_win = 0, min(windows, source.windows)
     for b in range(0, n_win, batch):
         for layer, got in source(range(b, min(b + batch, n_win)), ("h",)).items():
@@ -475,7 +484,7 @@ def run(
     parent = {i: {k: v.float() for k, v in t.items()} for i, t in raw.items()}
     valid = StoredInputs(valid_dir, layers, device)
     if plan.path == "stored":
-        source: Any = StoredInputs(train, layers, device)
+        source: Source = StoredInputs(train, layers, device)
     else:
         windows = steps_of(bld, valid.seq_len) * bld["batch_size"]
         source = OnlineInputs(parent_dir, shard, layers, windows, valid.seq_len, device,

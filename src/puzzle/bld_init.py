@@ -11,7 +11,7 @@ out x in). Every function maps parent tensors to the variant's tensors; none nee
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
 
 import torch
 
@@ -103,5 +103,5 @@ def init_method(variant: str, parent: blocks.ParentShape) -> str:
     }.get(variant, "kv mean-pool" if variant.startswith("attn_kv") else "channel contribution top-k")
 
 
-def describe(parts: Any, parent: blocks.ParentShape) -> str:
+def describe(parts: Iterable[str | None], parent: blocks.ParentShape) -> str:
     return " + ".join(init_method(p, parent) for p in parts if p is not None)

@@ -49,7 +49,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -57,6 +57,13 @@ from puzzle import blocks
 from puzzle import config as config_mod
 from puzzle import cost_model as cm
 from puzzle import timing
+
+if TYPE_CHECKING:  # torch, pandas and the model are imported where a measured target needs them
+    import pandas as pd
+    import torch
+
+    from puzzle.nemotron_nas.configuration_decilm import DeciLMConfig
+    from puzzle.nemotron_nas.modeling_decilm import DeciLMForCausalLM
 
 COLUMNS = [
     "kind", "variant", "scenario", "batch", "input_len", "output_len", "prefill_ms", "decode_ms",
@@ -187,7 +194,7 @@ def _row(kind: str, v: str, s: dict[str, Any], b: int, pre: float | Interval, de
 
 
 def stack_config(parent_config: dict[str, Any], block: dict[str, Any] | None, n_layers: int,
-                 vocab_size: int | None = None) -> Any:
+                 vocab_size: int | None = None) -> DeciLMConfig:
     """A Nemotron-NAS config with the parent's globals and `n_layers` copies of `block`."""
     from puzzle.convert import decilm_config_from_llama
     from puzzle.nemotron_nas import DeciLMConfig
@@ -205,7 +212,7 @@ def stack_config(parent_config: dict[str, Any], block: dict[str, Any] | None, n_
     return cfg
 
 
-def build_model(config: Any, device: Any, dtype: Any) -> Any:
+def build_model(config: DeciLMConfig, device: torch.device, dtype: torch.dtype) -> DeciLMForCausalLM:
     import torch
 
     from puzzle.nemotron_nas import DeciLMForCausalLM
@@ -287,8 +294,8 @@ class _Group:
 
 
 def measured_rows(parent_config: dict[str, Any], arch: cm.Arch, space: dict[str, Any], scen: list[dict[str, Any]],
-                  costs_cfg: dict[str, Any], device: Any, dtype_name: str, multiple: int,
-                  log: Callable[[str], None] = print, also: list[Any] = (), together: bool | None = None,
+                  costs_cfg: dict[str, Any], device: torch.device, dtype_name: str, multiple: int,
+                  log: Callable[[str], None] = print, also: list[torch.nn.Module] = (), together: bool | None = None,
                   ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Measured rows of every variant x scenario x batch size, and what the sidecar records.
 
@@ -334,14 +341,14 @@ def measured_rows(parent_config: dict[str, Any], arch: cm.Arch, space: dict[str,
     cases = [(s, b) for s in scen for b in s["batch_sizes"]]
     t0 = time.perf_counter()
 
-    def build(pair: tuple[str, str]) -> list[Any]:
+    def build(pair: tuple[str, str]) -> list[torch.nn.Module]:
         block = blocks.block_config(*pair, arch.shape, multiple)
         return [build_model(stack_config(parent_config, block, k), device, dtype) for k in (n, 2 * n)]
 
     # units of models timed together: all of them at once, or the model without layers (a floor for
     # the fixed cost) with `also`, and then one variant's N and 2N stacks at a time
     base_keys = ["zero"] + [("also", i) for i in range(len(also))]
-    units: dict[str, tuple[list[Any], Callable[[], list[Any]]]] = {}
+    units: dict[str, tuple[list[Any], Callable[[], list[torch.nn.Module]]]] = {}
     zero_and_also = lambda: [build_model(stack_config(parent_config, None, 0), device, dtype), *also]  # noqa: E731
     if together:
         keys = base_keys + [(name, k) for name, _ in stacks for k in (1, 2)]
@@ -437,7 +444,7 @@ def _ms_interval(x: Interval) -> str:
 # ---- stage ---------------------------------------------------------------------------------------
 
 
-def device_memory_bytes(device: Any) -> float:
+def device_memory_bytes(device: torch.device) -> float:
     import torch
 
     if device.type == "cuda":
@@ -446,7 +453,7 @@ def device_memory_bytes(device: Any) -> float:
 
 
 def run(cfg: dict[str, Any], parent_dir: str | os.PathLike, target: str,
-        log: Callable[[str], None] = print) -> tuple[Any, dict[str, Any]]:
+        log: Callable[[str], None] = print) -> tuple[pd.DataFrame, dict[str, Any]]:
     """(costs table, sidecar dict) of one target."""
     import pandas as pd
 

@@ -12,7 +12,7 @@ import argparse
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,8 +33,12 @@ from puzzle.training import (
     set_lr,
 )
 
+if TYPE_CHECKING:  # transformers is imported where a parent is built
+    from transformers import LlamaConfig, PreTrainedTokenizerBase
 
-def llama_config(train_cfg: dict[str, Any], tokenizer: Any) -> Any:
+
+def llama_config(train_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
+    """The embedded parent's Llama config: `train_cfg`'s shape, the tokenizer's vocabulary and special ids."""
     from transformers import LlamaConfig
 
     return LlamaConfig(

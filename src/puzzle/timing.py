@@ -14,11 +14,15 @@ import random
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from puzzle import config as config_mod
+
+if TYPE_CHECKING:  # torch is imported where a model is timed
+    import torch
+    from transformers.modeling_outputs import CausalLMOutputWithPast
 
 STATISTICS = {"median": np.median, "min": np.min}
 
@@ -27,7 +31,9 @@ class Timer:
     """Times one call, synchronizing a GPU around it; `warmup` untimed runs and `repeats` rounds per
     measurement, `statistic` (median or min) over the rounds."""
 
-    def __init__(self, device: Any, warmup: int, repeats: int, statistic: str = "median", clock: str = "wall") -> None:
+    def __init__(
+        self, device: torch.device, warmup: int, repeats: int, statistic: str = "median", clock: str = "wall"
+    ) -> None:
         self.device, self.warmup, self.repeats = device, warmup, repeats
         if statistic not in STATISTICS:
             raise config_mod.ConfigError(f"config error: statistic = {statistic!r}: expected one of {sorted(STATISTICS)}")
@@ -116,11 +122,11 @@ def summarize(times: list[list[float]], statistic: str = "median") -> list[float
 class Workload:
     """Prefill and decode calls of one model for one (batch, input_len, output_len)."""
 
-    model: Any
+    model: torch.nn.Module
     batch: int
     input_len: int
     output_len: int
-    device: Any
+    device: torch.device
 
     def __post_init__(self) -> None:
         import torch
@@ -135,7 +141,7 @@ class Workload:
         self.step = torch.randint(0, vocab, (self.batch, 1), generator=g).to(self.device)
         self.cache = None
 
-    def prefill(self) -> Any:
+    def prefill(self) -> CausalLMOutputWithPast:
         import torch
         from transformers.cache_utils import DynamicCache
 
@@ -150,7 +156,7 @@ class Workload:
         with torch.no_grad():
             self.model(input_ids=self.context, cache=self.cache, use_cache=True, logits_to_keep=1)
 
-    def decode(self) -> Any:
+    def decode(self) -> CausalLMOutputWithPast:
         import torch
 
         with torch.no_grad():
@@ -162,7 +168,7 @@ class Workload:
             self.cache.crop(-1)
 
 
-def time_models(models: list[Any], batch: int, input_len: int, output_len: int, timer: Timer,
+def time_models(models: list[torch.nn.Module], batch: int, input_len: int, output_len: int, timer: Timer,
                 seed: int = 0, rounds: int | None = None, warmup: bool = True) -> tuple[list[list[float]], list[list[float]]]:
     """Raw (prefill, decode) seconds of each model in each round, prefill rounds first, then decode
     rounds at a KV cache of input_len + output_len // 2 tokens (time_calls for each phase)."""
