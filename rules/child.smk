@@ -28,8 +28,7 @@ rule assemble:
     log:
         f"{R}/logs/assemble/{{solution}}.log",
     resources:
-        mem_mb=8000,
-        runtime=30,
+        **planned("assemble"),
     conda:
         "../envs/puzzle.yaml"
     shell:
@@ -61,9 +60,7 @@ rule gkd:
         f"{R}/logs/gkd/{{solution}}.log",
     threads: config["threads"]
     resources:
-        mem_mb=16000,
-        runtime=240,
-        **GKD_GPU,
+        **planned("gkd"),
     conda:
         "../envs/puzzle.yaml"
     shell:
@@ -92,9 +89,7 @@ rule evaluate:
         f"{R}/logs/evaluate/{{solution}}.log",
     threads: config["threads"]
     resources:
-        mem_mb=16000,
-        runtime=120,
-        **GPU,
+        **planned("evaluate"),
     conda:
         "../envs/puzzle.yaml"
     shell:

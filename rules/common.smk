@@ -49,6 +49,12 @@ def paper_files(wildcards):
     return PAPER_FILES
 
 
+def planned(stage):
+    """A rule's resources from the planner (src/puzzle/plan.py, built once in the Snakefile): mem_mb,
+    runtime and its GPUs (SLURM requests through the executor plugin; a local run ignores the GPUs)."""
+    return PLAN.resources(stage, config["slurm"])
+
+
 def bld_train(cfg):
     """(flag, path) of a BLD job's training input: the stored train activations, or the train shard online."""
     corpus = cfg["bld"]["corpus"] or CORPUS

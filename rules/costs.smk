@@ -30,9 +30,7 @@ rule costs:
     # every local core: no other job runs beside a timing (torch still uses config `threads`)
     threads: max(config["threads"], LOCAL_CORES or 1)
     resources:
-        mem_mb=16000,
-        runtime=120,
-        **GPU,
+        **planned("costs"),
     conda:
         "../envs/puzzle.yaml"
     shell:

@@ -10,8 +10,7 @@ rule data:
     log:
         f"{R}/logs/data.log",
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **planned("data"),
     conda:
         "../envs/puzzle.yaml"
     shell:

@@ -22,9 +22,7 @@ rule activations:
         f"{R}/logs/activations/{{corpus}}_{{split}}.log",
     threads: config["threads"]
     resources:
-        mem_mb=8000,
-        runtime=60,
-        **GPU,
+        **planned("activations"),
     conda:
         "../envs/puzzle.yaml"
     shell:
@@ -50,9 +48,7 @@ rule bld:
         f"{R}/logs/bld/layer_{{layer}}.log",
     threads: config["threads"]
     resources:
-        mem_mb=8000,
-        runtime=120,
-        **GPU,
+        **planned("bld"),
     conda:
         "../envs/puzzle.yaml"
     shell:

@@ -13,8 +13,7 @@ rule parent:
         f"{R}/logs/parent.log",
     threads: config["threads"]
     resources:
-        mem_mb=4000,
-        runtime=60,
+        **planned("parent"),
     conda:
         "../envs/puzzle.yaml"
     shell:

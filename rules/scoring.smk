@@ -3,8 +3,7 @@
 # src/puzzle/score_plan.py), concatenated into scores/scores.csv for the search.
 SCORE_CORPUS = config["scoring"]["corpus"] or CORPUS  # one of CORPORA (checked by the config's validation)
 SCORES = f"{R}/scores/scores.csv"
-SCORE_RUNTIME = 60  # minutes of a score job; scoring.parts = auto fills it
-SCORE_PARTS = pzs.layer_parts(config, pzc.parent_config(config), SCORE_RUNTIME)  # layer -> jobs
+SCORE_PARTS = PLAN.score_parts  # layer -> jobs (scoring.parts; auto fills plan.SCORE_PART_MINUTES each)
 
 
 rule score:
@@ -26,9 +25,7 @@ rule score:
         f"{R}/logs/score/layer_{{layer}}.log",
     threads: config["threads"]
     resources:
-        mem_mb=8000,
-        runtime=SCORE_RUNTIME,
-        **GPU,
+        **planned("score"),
     conda:
         "../envs/puzzle.yaml"
     shell:

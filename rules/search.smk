@@ -19,8 +19,7 @@ rule search:
     log:
         f"{R}/logs/search/{{target}}/{{scenario}}/{{budget}}.log",
     resources:
-        mem_mb=2000,
-        runtime=15,
+        **planned("search"),
     conda:
         "../envs/puzzle.yaml"
     shell:

@@ -249,7 +249,7 @@ def test_auto_parts_split_the_long_70b_layers_only(tmp_path):
     cfg, parent = real_cfg(tmp_path, "Llama-3.1-70B")
     h, vocab, layers = parent["hidden_size"], parent["vocab_size"], parent["num_hidden_layers"]
     tokens = cfg["scoring"]["valid_windows"] * cfg["scoring"]["seq_len"]
-    arch = bld_plan._arch(cfg, parent)
+    arch = bld_plan.parent_arch(cfg, parent)
     layer = bld_plan.parent_layer_flops(arch, cfg["scoring"]["seq_len"])
     n_run = len(score_plan.compositions(cfg, arch.shape)) - 1  # the parent's own block is not run
     head = 2 * h * vocab

@@ -1,12 +1,18 @@
 """The Snakemake workflow: config validation before any job, dry-run plans, and the micro DAG."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
+
+from puzzle import config as config_mod
+from puzzle import plan as plan_mod
 
 LLAMA_8B = {
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
@@ -25,13 +31,28 @@ def snakemake(repo, workdir, *args, env):
     )
 
 
-def test_real_model_config_dry_run_plans_without_training_a_parent(repo, tmp_path, venv_env):
-    parent = tmp_path / "Llama-3.1-8B-Instruct"
+REAL_CONFIGS = Path(__file__).parent / "data" / "real-configs"
+
+
+def _rule_resources(stdout: str) -> dict[str, dict[str, str]]:
+    """rule name -> its `resources:` of the first job in a dry run, as key -> value."""
+    out: dict[str, dict[str, str]] = {}
+    for m in re.finditer(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", stdout, re.M):
+        out.setdefault(m.group(1), dict(kv.split("=", 1) for kv in m.group(2).split(", ")))
+    return out
+
+
+@pytest.mark.parametrize("name, parent_json", [
+    ("llama-3.1-8b-h100.yaml", "Llama-3.1-8B.config.json"),
+    ("llama-3.3-70b-h100.yaml", "Llama-3.1-70B.config.json"),  # 3.3 has 3.1's shape
+])
+def test_real_model_config_dry_run_plans_without_training_a_parent(repo, tmp_path, venv_env, name, parent_json):
+    parent = tmp_path / "parent"
     parent.mkdir()
-    (parent / "config.json").write_text(json.dumps(LLAMA_8B))
+    shutil.copy(REAL_CONFIGS / parent_json, parent / "config.json")  # only config.json: no weights
     text = tmp_path / "train.jsonl"
     text.write_text('{"text": "hello"}\n')
-    cfg = yaml.safe_load((repo / "config" / "llama-3.1-8b-h100.yaml").read_text())
+    cfg = yaml.safe_load((repo / "config" / name).read_text())
     cfg["parent"]["path"], cfg["data"]["files"] = str(parent), [str(text)]
     (tmp_path / "real.yaml").write_text(yaml.safe_dump(cfg))
     r = snakemake(repo, tmp_path / "wd", "-n", "--configfile", str(tmp_path / "real.yaml"), env=venv_env)
@@ -39,7 +60,23 @@ def test_real_model_config_dry_run_plans_without_training_a_parent(repo, tmp_pat
     assert "rule data:" in r.stdout and "rule parent:" not in r.stdout
     # 0.25B BLD tokens per block: the parent runs inside the BLD jobs, so only held-out activations are dumped
     assert "activations/files/valid" in r.stdout and "activations/files/train" not in r.stdout
-    assert "input: " + str(parent) + ", results/llama-3.1-8b-h100/data/files/train.bin" in r.stdout
+    assert "input: " + str(parent) + f", results/{cfg['experiment']}/data/files/train.bin" in r.stdout
+    # every job's resources are the planner's, and every GPU job fits an 8 x H100-80GB node
+    full = config_mod.load_layered([repo / "config" / "config.yaml", tmp_path / "real.yaml"])
+    plan = plan_mod.build(full, config_mod.parent_config(full))
+    planned = _rule_resources(r.stdout)
+    for rule, stage in {"data": "data", "activations": "activations", "bld": "bld", "score": "score",
+                        "costs": "costs", "search": "search", "assemble": "assemble", "gkd": "gkd",
+                        "evaluate": "evaluate"}.items():
+        want = plan.resources(stage, full["slurm"])
+        got = planned[rule]
+        assert {k: got.get(k) for k in ("mem_mb", "runtime", "gpu", "nodes")} == {
+            k: (str(want[k]) if k in want else None) for k in ("mem_mb", "runtime", "gpu", "nodes")}, (rule, got)
+        s = plan[stage]
+        assert s.gpu_bytes_per_gpu <= 80e9 and s.gpus_per_job // s.nodes <= 8, s
+    if name.startswith("llama-3.3-70b"):
+        assert int(planned["score"]["gpu"]) > 1 and int(planned["gkd"]["nodes"]) == 5
+        return
     # Table 9 needs an embedded narrow corpus: only the paper target stops, naming the key
     r = snakemake(repo, tmp_path / "wd", "-n", "paper", "--configfile", str(tmp_path / "real.yaml"), env=venv_env)
     assert r.returncode != 0 and "paper.artifacts has table9: expected data.source = embedded, not 'files'" in r.stderr + r.stdout

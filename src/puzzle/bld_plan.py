@@ -58,7 +58,7 @@ def teacher_path(cfg: dict[str, Any], parent_cfg: dict[str, Any]) -> TeacherPath
     return TeacherPath("online", f"auto: {size}, over bld.disk_budget_gb = {bld['disk_budget_gb']:g}", need)
 
 
-def _arch(cfg: dict[str, Any], parent_cfg: dict[str, Any]) -> cost_model.Arch:
+def parent_arch(cfg: dict[str, Any], parent_cfg: dict[str, Any]) -> cost_model.Arch:
     """The parent's shape; the embedded default's config.json is not written yet, so its
     vocabulary comes from the tokenizer settings."""
     return cost_model.Arch.from_config({"vocab_size": cfg["data"]["tokenizer"]["vocab_size"], **parent_cfg})
@@ -103,7 +103,7 @@ def entry_groups(names: list[str], state_bytes: list[int], budget_bytes: float |
 def layer_groups(cfg: dict[str, Any], parent_cfg: dict[str, Any], names: list[str], teacher: str) -> list[list[str]]:
     """A layer's trained entries in the groups that train together (the same for every layer): they
     share the job's GPU (`bld.gpu_memory_gb`) with, online, the bf16 parent up to the last layer."""
-    arch, multiple = _arch(cfg, parent_cfg), cfg["search_space"]["ffn"]["multiple_of"]
+    arch, multiple = parent_arch(cfg, parent_cfg), cfg["search_space"]["ffn"]["multiple_of"]
     gb = cfg["bld"]["gpu_memory_gb"]
     if gb is None:
         return [list(names)]
@@ -172,7 +172,7 @@ def prefix_overhead(
 
 def describe(cfg: dict[str, Any], parent_cfg: dict[str, Any]) -> dict[str, Any]:
     """The plan of a config's BLD: teacher path and why, groups, FLOPs and GPU-hours (`puzzle bld-plan`)."""
-    arch, multiple = _arch(cfg, parent_cfg), cfg["search_space"]["ffn"]["multiple_of"]
+    arch, multiple = parent_arch(cfg, parent_cfg), cfg["search_space"]["ffn"]["multiple_of"]
     teacher = teacher_path(cfg, parent_cfg)
     names = library.entries(cfg, arch.shape)
     groups = layer_groups(cfg, parent_cfg, [n for n in names if library.needs_training(n, arch.shape)], teacher.path)

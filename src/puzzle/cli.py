@@ -20,6 +20,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "activations": ("puzzle.activations", "dump the parent's per-layer activations for BLD"),
     "bld": ("puzzle.bld", "blockwise local distillation of one layer's variants"),
     "bld-plan": ("puzzle.bld_plan", "which BLD teacher path a config takes and why, groups, FLOPs, GPU-hours"),
+    "plan": ("puzzle.plan", "per stage: jobs, GPUs, GPU/host memory, disk, FLOPs and hours; stops an infeasible plan"),
     "score": ("puzzle.scoring", "replace-1-block scores (KL, LM loss, accuracy)"),
     "costs": ("puzzle.costs", "measured per-variant prefill/decode time and memory"),
     "search": ("puzzle.search.cli", "MIP search: choose one attention + FFN variant per layer"),

@@ -243,6 +243,19 @@ RELATIONS: list[tuple[tuple[str, ...], Callable[[dict[str, Any]], None]]] = [
 
 def load(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read a YAML config file, apply `overrides` (deep-merged), fill defaults and validate."""
+    return validate(deep_merge(_read(path), overrides or {}))
+
+
+def load_layered(paths: Iterable[str | os.PathLike]) -> dict[str, Any]:
+    """Several YAML config files deep-merged in order (later keys win, as with Snakemake's
+    `--configfile A B`), then defaults filled and validated."""
+    merged: dict[str, Any] = {}
+    for path in paths:
+        merged = deep_merge(merged, _read(path))
+    return validate(merged)
+
+
+def _read(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"config error: config file {str(p)!r} does not exist")
@@ -255,7 +268,7 @@ def load(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> di
         raise ConfigError(f"config error: {where}: not valid YAML ({what})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config error: {str(p)!r} must hold a mapping of keys, not {type(raw).__name__}")
-    return validate(deep_merge(raw, overrides or {}))
+    return raw
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

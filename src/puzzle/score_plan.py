@@ -122,7 +122,7 @@ def _variant_flops(variant: str, arch: cost_model.Arch, multiple: int, seq: int)
 def part_flops(cfg: dict[str, Any], parent_cfg: dict[str, Any], layer: int, k: int, n: int) -> float:
     """FLOPs of the scoring job of part k of n of `layer` (module docstring)."""
     sc, multiple = cfg["scoring"], cfg["search_space"]["ffn"]["multiple_of"]
-    arch = bld_plan._arch(cfg, parent_cfg)
+    arch = bld_plan.parent_arch(cfg, parent_cfg)
     shape = arch.shape
     _, ffns = blocks.search_space(shape, cfg["search_space"])
     own = parent_compositions(shape, ffns, multiple)
