@@ -138,38 +138,41 @@ def make_library(parent_dir: Path, library_dir: Path, space: dict = SPACE, seed:
     def linear(norm: str, weight: str, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {norm: sd[norm], weight: torch.randn(h, h, generator=g) * 0.3 / h**0.5}
 
+    def attention(a: str, parent: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if a == blocks.ATTN_NOOP:
+            return {}
+        if a == blocks.ATTN_LINEAR:
+            return linear("input_layernorm.weight", "self_attn.linear_attn.weight", parent)
+        n = blocks.kv_heads_of(a)
+        t = dict(parent)
+        for name in ("k_proj", "v_proj"):
+            w = parent[f"self_attn.{name}.weight"].view(n, kv // n, hd, -1)
+            t[f"self_attn.{name}.weight"] = w.mean(1).reshape(n * hd, -1).contiguous()
+        return t
+
+    def ffn(f: str, parent: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if f == blocks.FFN_NOOP:
+            return {}
+        if f == blocks.FFN_LINEAR:
+            return linear("post_attention_layernorm.weight", "mlp.linear_mlp.weight", parent)
+        w = blocks.ffn_width(blocks.ffn_pct_of(f), shape, space["ffn"]["multiple_of"])
+        return {
+            "post_attention_layernorm.weight": parent["post_attention_layernorm.weight"],
+            "mlp.gate_proj.weight": parent["mlp.gate_proj.weight"][:w].contiguous(),
+            "mlp.up_proj.weight": parent["mlp.up_proj.weight"][:w].contiguous(),
+            "mlp.down_proj.weight": parent["mlp.down_proj.weight"][:, :w].contiguous(),
+        }
+
     for i, layer in enumerate(model.model.layers):
         d = library_dir / f"layer_{i}"
         d.mkdir(parents=True, exist_ok=True)
         sd = {k: v.detach().clone() for k, v in layer.state_dict().items()}
         attn = {k: v for k, v in sd.items() if k.startswith(("input_layernorm.", "self_attn."))}
-        ffn = {k: v for k, v in sd.items() if k.startswith(("post_attention_layernorm.", "mlp."))}
-        for a in attns:
-            if a == blocks.ATTN_NOOP:
-                t = {}
-            elif a == blocks.ATTN_LINEAR:
-                t = linear("input_layernorm.weight", "self_attn.linear_attn.weight", attn)
-            else:
-                n = blocks.kv_heads_of(a)
-                t = dict(attn)
-                for name in ("k_proj", "v_proj"):
-                    w = attn[f"self_attn.{name}.weight"].view(n, kv // n, hd, -1)
-                    t[f"self_attn.{name}.weight"] = w.mean(1).reshape(n * hd, -1).contiguous()
-            save_file(t, str(d / f"{a}.safetensors"))
+        mlp = {k: v for k, v in sd.items() if k.startswith(("post_attention_layernorm.", "mlp."))}
+        for a in attns:  # attention first, then FFN: the order the generator is drawn in
+            save_file(attention(a, attn), str(d / f"{a}.safetensors"))
         for f in ffns:
-            if f == blocks.FFN_NOOP:
-                t = {}
-            elif f == blocks.FFN_LINEAR:
-                t = linear("post_attention_layernorm.weight", "mlp.linear_mlp.weight", ffn)
-            else:
-                w = blocks.ffn_width(blocks.ffn_pct_of(f), shape, space["ffn"]["multiple_of"])
-                t = {
-                    "post_attention_layernorm.weight": ffn["post_attention_layernorm.weight"],
-                    "mlp.gate_proj.weight": ffn["mlp.gate_proj.weight"][:w].contiguous(),
-                    "mlp.up_proj.weight": ffn["mlp.up_proj.weight"][:w].contiguous(),
-                    "mlp.down_proj.weight": ffn["mlp.down_proj.weight"][:, :w].contiguous(),
-                }
-            save_file(t, str(d / f"{f}.safetensors"))
+            save_file(ffn(f, mlp), str(d / f"{f}.safetensors"))
     return library_dir
 
 

@@ -145,11 +145,16 @@ def test_missing_library_file_names_it(setup, tmp_path):
         scoring.layer_candidates(model, 0, ["attn_kv2", "attn_kv1"], ["ffn_100"], tmp_path, 8)
 
 
-def test_cli_rerun_is_identical_and_per_layer_jobs_merge_to_the_whole(setup, tmp_path):
+def score_argv(setup):
+    """`puzzle score` of the setup's parent, data and library: 4 windows of 24 tokens, passes of 2 candidates."""
     cfg = json.dumps({"threads": 1, "device": "cpu", "search_space": fx.SPACE,
                       "scoring": {"valid_windows": 4, "seq_len": 24, "batch_size": 3, "candidates_per_pass": 2}})
-    common = ["score", "--cfg", cfg, "--parent", str(setup / "parent"), "--data", str(setup / "data"),
-              "--library", str(setup / "lib")]
+    return ["score", "--cfg", cfg, "--parent", str(setup / "parent"), "--data", str(setup / "data"),
+            "--library", str(setup / "lib")]
+
+
+def test_cli_rerun_is_identical_and_per_layer_jobs_merge_to_the_whole(setup, tmp_path):
+    common = score_argv(setup)
     assert cli.main([*common, "--out", str(tmp_path / "a.csv")]) == 0
     assert cli.main([*common, "--out", str(tmp_path / "b.csv")]) == 0
     whole = (tmp_path / "a.csv").read_bytes()
@@ -169,10 +174,7 @@ def test_cli_rerun_is_identical_and_per_layer_jobs_merge_to_the_whole(setup, tmp
 
 def test_part_jobs_merge_byte_identical_to_the_unsplit_run_and_rerun_identically(setup, tmp_path):
     """Stacked passes of 2 (15 candidates + the parent's block per layer: 8 passes), cut 3 and 2 ways."""
-    cfg = json.dumps({"threads": 1, "device": "cpu", "search_space": fx.SPACE,
-                      "scoring": {"valid_windows": 4, "seq_len": 24, "batch_size": 3, "candidates_per_pass": 2}})
-    common = ["score", "--cfg", cfg, "--parent", str(setup / "parent"), "--data", str(setup / "data"),
-              "--library", str(setup / "lib")]
+    common = score_argv(setup)
     assert cli.main([*common, "--out", str(tmp_path / "whole.csv")]) == 0
     parts = {0: 3, 1: 2, 2: 1}
     files = score_plan.layer_files(tmp_path, parts)
