@@ -31,11 +31,15 @@ import logging
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from puzzle import blocks
 from puzzle import config as config_mod
 from puzzle import cost_model as cm
+
+if TYPE_CHECKING:  # an optional extra, imported where a target uses it
+    from aiconfigurator_core.sdk.config import ModelConfig
+    from aiconfigurator_core.sdk.models.base import BaseModel
 
 QUANT = {"fp8": "fp8", "bfloat16": "bfloat16"}  # our dtype -> aiconfigurator's GEMM / KV / FMHA modes
 NON_BLOCK_OPS = {f"{phase}_{op}" for phase in ("context", "generation") for op in ("embedding", "p2p", "logits_gemm")}
@@ -94,13 +98,13 @@ class Estimator:
         self.backend = get_backend(backend)
         self.common = common
         self._dir = tempfile.TemporaryDirectory(prefix="puzzle-aic-")
-        self._models: dict[str, Any] = {}
+        self._models: dict[str, BaseModel] = {}
 
     @property
     def version(self) -> str:
         return str(self.database.version)
 
-    def model_config(self) -> Any:
+    def model_config(self) -> ModelConfig:
         from aiconfigurator_core.sdk.config import ModelConfig
 
         q = QUANT[self.dtype]
@@ -108,7 +112,7 @@ class Estimator:
         return ModelConfig(tp_size=self.tp, pp_size=1, gemm_quant_mode=c.GEMMQuantMode[q],
                            kvcache_quant_mode=c.KVCacheQuantMode[q], fmha_quant_mode=c.FMHAQuantMode[q])
 
-    def model(self, hf_config: dict[str, Any], name: str) -> Any:
+    def model(self, hf_config: dict[str, Any], name: str) -> BaseModel:
         """aiconfigurator's model of an HF config.json (read from a folder, as its get_model wants)."""
         from aiconfigurator_core.sdk.models import get_model
 
@@ -119,7 +123,9 @@ class Estimator:
             self._models[name] = get_model(str(folder), self.model_config(), self.backend_name)
         return self._models[name]
 
-    def run(self, model: Any, batch: int, input_len: int, output_len: int) -> tuple[dict[str, float], dict[str, float]]:
+    def run(
+        self, model: BaseModel, batch: int, input_len: int, output_len: int
+    ) -> tuple[dict[str, float], dict[str, float]]:
         """(context, generation) ms per operation name of one static request batch."""
         from aiconfigurator_core.sdk.config import RuntimeConfig
 
