@@ -179,7 +179,7 @@ def layer_candidates(
                 t = read_library_file(path)
             out.coupled[(a, f)] = subblock_layer(model, layer, a, f, t, multiple)
         return out
-    # Only the subblocks this part's compositions use (the parent's own is never run).
+    # Only the subblocks of these compositions: a part reads its share of the layer's library.
     for a in dict.fromkeys(a for a, _ in comps):
         out.attention[a] = subblock_layer(model, layer, a, blocks.FFN_NOOP, tensors(a, own_attn), multiple)
     for f in dict.fromkeys(f for _, f in comps):
