@@ -188,7 +188,7 @@ def main(args: argparse.Namespace) -> None:
     scores, costs, inputs = _tables(args)
     shape = _parent(args, whole)
     if shape is not None:
-        check_complete(scores, shape.num_hidden_layers)
+        check_complete(scores, shape.num_hidden_layers, path=inputs.get("scores"))
     targets = {k: t for k in TARGET_KINDS if (t := parse_target(k, cfg[k])) is not None}
     kind = cfg["sweep_resource"]
     points = [parse_target(kind, v) for v in cfg["sweep"]]
