@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from puzzle import activations, assemble, blocks, config
+from puzzle import activations, assemble, blocks, config, library
 from puzzle.data import write_shard
 from puzzle.io import write_json
 
@@ -124,7 +124,8 @@ def write_shards(
 
 def make_library(parent_dir: Path, library_dir: Path, space: dict = SPACE, seed: int = 1) -> Path:
     """Decoupled library of `space` for every layer of the parent: parent copies, K/V heads
-    mean-pooled, FFN channels kept in order (the first ones), random linear maps, empty no-ops."""
+    mean-pooled, FFN channels kept in order (the first ones), random linear maps, empty no-ops;
+    each file with the JSON record (size, sha256) that readers check."""
     from safetensors.torch import save_file
     from transformers import LlamaForCausalLM
 
@@ -171,8 +172,10 @@ def make_library(parent_dir: Path, library_dir: Path, space: dict = SPACE, seed:
         mlp = {k: v for k, v in sd.items() if k.startswith(("post_attention_layernorm.", "mlp."))}
         for a in attns:  # attention first, then FFN: the order the generator is drawn in
             save_file(attention(a, attn), str(d / f"{a}.safetensors"))
+            library.write_entry_json(d / f"{a}.safetensors", {})
         for f in ffns:
             save_file(ffn(f, mlp), str(d / f"{f}.safetensors"))
+            library.write_entry_json(d / f"{f}.safetensors", {})
     return library_dir
 
 

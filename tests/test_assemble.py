@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM
 from fixtures import PARENT_BLOCK, make_child, parent_and_library, write_solution
 from puzzle import assemble, cli
 from puzzle.io import load_safetensors
+from puzzle.library import write_entry_json
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +70,7 @@ def test_coupled_library_gives_the_same_child_as_its_decoupled_parts(tiny, tmp_p
         pair = {**load_file(str(library / f"layer_{i}" / f"{a}.safetensors")),
                 **load_file(str(library / f"layer_{i}" / f"{f}.safetensors"))}
         save_file(pair, str(d / f"{a}+{f}.safetensors"))
+        write_entry_json(d / f"{a}+{f}.safetensors", {})
     solution = write_solution(tmp_path / "solution.json", parent_dir, layers)
     assemble.assemble(solution, coupled, parent_dir, tmp_path / "from_coupled", "coupled")
     assemble.assemble(solution, library, parent_dir, tmp_path / "from_decoupled", "decoupled")

@@ -1,9 +1,12 @@
 """Nothing stale or corrupt comes out: every read of a broken file names the file and what is wrong,
-NaN never enters a score table, a hand-edited solution stops before assembly, and a library file
-written twice from the same tensors has the same bytes (so assembly.json's sha256 is stable)."""
+NaN never enters a score table, a hand-edited solution stops before assembly, a library file whose
+bytes changed after BLD (even to finite numbers) fails its recorded sha256 in every reader, and a
+library file written twice from the same tensors has the same bytes (so assembly.json's sha256 is stable)."""
 
 import hashlib
 import json
+import shutil
+import struct
 
 import pandas as pd
 import pytest
@@ -101,3 +104,74 @@ def test_a_hand_edited_solution_stops_before_assembly_naming_the_file(tmp_path):
     out.write_text(json.dumps(sol))
     with pytest.raises(io.ArtifactError, match=rf"^{out}: solution does not verify: .*costs\.\w+ = .* but the tables give"):
         verify_solution(out, tmp_path / "scores.csv", tmp_path / "costs.csv")
+
+
+@pytest.fixture(scope="module")
+def tiny_library(tmp_path_factory):
+    from fixtures import parent_and_library
+
+    return parent_and_library(tmp_path_factory.mktemp("corrupt_library"))
+
+
+def _overwrite_mid_tensor(path, name, value):
+    """Overwrite one float32 element in the middle of tensor `name` in place (the header stays valid)."""
+    raw = bytearray(path.read_bytes())
+    n = int.from_bytes(raw[:8], "little")
+    start, end = json.loads(raw[8 : 8 + n])[name]["data_offsets"]
+    at = 8 + n + (start + end) // 2 // 4 * 4
+    raw[at : at + 4] = struct.pack("<f", value)
+    path.write_bytes(bytes(raw))
+
+
+def test_overwritten_bytes_that_decode_to_finite_numbers_stop_every_library_reader(tiny_library, tmp_path):
+    from puzzle import assemble, library, scoring
+    from puzzle.paper import report
+
+    parent, clean = tiny_library
+    lib = tmp_path / "library"
+    shutil.copytree(clean, lib)
+    layers = [("attn_kv2", "ffn_100"), ("attn_kv1", "ffn_50"), ("attn_noop", "ffn_linear")]
+    path = lib / "layer_1" / "ffn_50.safetensors"
+    record = json.loads(path.with_suffix(".json").read_text())["file"]
+    assert record == {"bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    untouched, _ = assemble.assemble_state(parent, lib, layers, "decoupled")  # an untouched library passes
+    assert library.verify_entry(path) == record["sha256"]
+
+    _overwrite_mid_tensor(path, "mlp.up_proj.weight", 0.5)
+    tensors = io.load_safetensors(path)  # still a readable file of finite weights: only the hash tells
+    assert bool(torch.isfinite(tensors["mlp.up_proj.weight"]).all())
+    assert untouched["model.layers.1.mlp.up_proj.weight"].dtype == torch.float32
+    before = io.load_safetensors(clean / "layer_1" / path.name)["mlp.up_proj.weight"]
+    assert not torch.equal(tensors["mlp.up_proj.weight"], before)
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    message = (f"{path}: sha256 {actual}, but {path.with_suffix('.json')} records {record['sha256']}: the file "
+               f"was changed after BLD wrote it; rerun its bld job (delete {path} and ffn_50.json, then run "
+               "snakemake again)")
+    readers = {
+        "scoring": lambda: scoring.read_library_file(path),
+        "assemble": lambda: assemble.assemble_state(parent, lib, layers, "decoupled"),
+        "paper": lambda: report.library_summary(lib),
+    }
+    for reader, read in readers.items():
+        with pytest.raises(io.ArtifactError) as e:
+            read()
+        assert str(e.value) == message, reader
+
+
+def test_a_library_file_that_changed_size_or_has_no_record_is_refused(tiny_library, tmp_path):
+    from puzzle import library
+
+    lib = tmp_path / "library"
+    shutil.copytree(tiny_library[1], lib)
+    path = lib / "layer_0" / "attn_kv1.safetensors"
+    size = path.stat().st_size
+    path.write_bytes(path.read_bytes() + b"\0" * 8)
+    with pytest.raises(io.ArtifactError, match=rf"^{path}: {size + 8} bytes, but {path.with_suffix('.json')} records "
+                                               rf"{size}: a changed file; rerun its bld job"):
+        library.load_entry(path)
+    path.with_suffix(".json").write_text('{"variant": "attn_kv1"}')
+    with pytest.raises(io.ArtifactError, match=rf"^{path}: {path.with_suffix('.json')} records no size and sha256"):
+        library.load_entry(path)
+    path.with_suffix(".json").unlink()
+    with pytest.raises(io.ArtifactError, match=rf"^{path.with_suffix('.json')}: file does not exist"):
+        library.load_entry(path)

@@ -1,5 +1,6 @@
 """Block library: initialization from the parent (App. A), the activation dump, the file contract."""
 
+import hashlib
 import json
 
 import pytest
@@ -142,6 +143,8 @@ def test_library_files_have_exactly_the_contract_names(tiny, tmp_path):
         assert set(json.loads(meta["block_config"])) == {library.subblocks(name)[0] and "attention" or "ffn"}
         info = json.loads(library.entry_path(tmp_path, 0, name, "json").read_text())
         assert {"nmse_init", "nmse_final", "curve", "init", "trainable_params", "tokens", "wall_s"} <= set(info)
+        data = library.entry_path(tmp_path, 0, name).read_bytes()  # the record every reader checks
+        assert info["file"] == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     assert shapes_of(tmp_path, "attn_kv1")["self_attn.k_proj.weight"] == (8, 32)  # 1 KV head x head_dim 8
     assert shapes_of(tmp_path, "ffn_50")["mlp.down_proj.weight"] == (32, 24)
     parent = bld.parent_layer_tensors(tiny["parent"], 0)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import fixtures as fx
-from puzzle import bld_plan, blocks, cli, score_plan, scoring
+from puzzle import bld_plan, blocks, cli, library, score_plan, scoring
 from puzzle.config import ConfigError
 
 
@@ -126,8 +126,9 @@ def test_coupled_library_scores_equal_decoupled_for_the_same_weights(setup, tmp_
             t = {**load_file(setup / "lib/layer_1" / f"{a}.safetensors"),
                  **load_file(setup / "lib/layer_1" / f"{f}.safetensors")}
             save_file(t, str(d / f"{blocks.composition(a, f)}.safetensors"))
+            library.write_entry_json(d / f"{blocks.composition(a, f)}.safetensors", {})
     assert sorted(scoring.library_paths(tmp_path, 1, attns, ffns, coupled=True)) == sorted(
-        p for p in d.iterdir() if p.name != "attn_noop+ffn_noop.safetensors"
+        p for p in d.glob("*.safetensors") if p.name != "attn_noop+ffn_noop.safetensors"
     )
     model = scoring.load_parent(setup / "parent", torch.device("cpu"), torch.float32)
     windows = scoring.valid_windows(setup / "data", "mixed", 6, 32)

@@ -11,7 +11,6 @@ library file every layer came from, with its sha256, so a child can be traced to
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -22,17 +21,9 @@ import torch
 from puzzle import config as config_mod
 from puzzle import library
 from puzzle.convert import decilm_config_from_llama, save_child, tokenizer_files
-from puzzle.io import load_safetensors, read_json, write_json
+from puzzle.io import load_safetensors, read_json, sha256, write_json
 
 _LAYER_PREFIX = "model.layers."
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def parent_global_tensors(parent_dir: str | Path) -> dict[str, torch.Tensor]:
@@ -83,6 +74,7 @@ def assemble_state(
     provenance = []
     for i, (attention, ffn) in enumerate(layers):
         files = layer_files(library_dir, i, attention, ffn, mode)
+        digests = [library.verify_entry(p) for p in files]
         for path in files:
             for key, tensor in load_safetensors(path).items():
                 full = f"{_LAYER_PREFIX}{i}.{key}"
@@ -94,7 +86,7 @@ def assemble_state(
                 "layer": i,
                 "attention": attention,
                 "ffn": ffn,
-                "files": [{"path": str(p), "sha256": sha256(p)} for p in files],
+                "files": [{"path": str(p), "sha256": h} for p, h in zip(files, digests)],
             }
         )
     return state, provenance

@@ -422,7 +422,8 @@ def mean_abs_intermediate(teachers: dict[int, Teacher], source: Source, windows:
 
 
 def write_entry(library_dir: str | Path, entry: Entry, metrics: dict[str, Any], dtype: torch.dtype) -> None:
-    """`{entry}.safetensors` (tensors + variant and block config in the metadata), then `{entry}.json`."""
+    """`{entry}.safetensors` (tensors + variant and block config in the metadata), then `{entry}.json`
+(with the safetensors file's size and sha256)."""
     meta = {
         "format": "puzzle-library/1",
         "layer": str(entry.layer),
@@ -431,9 +432,9 @@ def write_entry(library_dir: str | Path, entry: Entry, metrics: dict[str, Any], 
         "block_config": json.dumps(entry.block_config, sort_keys=True),
     }
     tensors = entry.tensors(dtype)
-    save_safetensors(library.entry_path(library_dir, entry.layer, entry.name), tensors, meta)
-    metrics = {**metrics, "params": sum(t.numel() for t in tensors.values())}
-    write_json(library.entry_path(library_dir, entry.layer, entry.name, "json"), metrics)
+    path = library.entry_path(library_dir, entry.layer, entry.name)
+    save_safetensors(path, tensors, meta)
+    library.write_entry_json(path, {**metrics, "params": sum(t.numel() for t in tensors.values())})
 
 
 def parse_layers(text: str) -> list[int]:

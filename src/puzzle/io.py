@@ -4,6 +4,7 @@ so a killed job never leaves a half-written file behind."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -90,6 +91,14 @@ def write_csv(path: str | os.PathLike, frame: "Any") -> None:
     """Write a pandas DataFrame atomically (no index column)."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
+
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class ArtifactError(ValueError):

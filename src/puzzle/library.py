@@ -6,7 +6,12 @@ the Snakefile plans the library's outputs from it, and later stages find their f
 
     library/layer_{i}/{entry}.safetensors   the subblock tensors, Nemotron-NAS names without
                                             the `model.layers.{i}.` prefix (none for a no-op)
-    library/layer_{i}/{entry}.json          how it was made: init, training curve, nMSE, time
+    library/layer_{i}/{entry}.json          how it was made: init, training curve, nMSE, time, and
+                                            `file`: the safetensors file's size and sha256
+
+Every reader of an entry (scoring, assembly, the paper's library summary) checks the file against
+that record first (`verify_entry`): overwritten bytes that still decode to finite numbers are
+caught there, not used.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from puzzle import blocks
+from puzzle.io import ArtifactError, load_safetensors, read_json, sha256, write_json
 
 EXTENSIONS = ("safetensors", "json")
 
@@ -71,3 +77,38 @@ def entry_path(library_dir: str | os.PathLike, layer: int, entry: str, ext: str 
 def output_files(library_dir: str, num_layers: int, names: list[str]) -> list[str]:
     """Every library file of every layer (what the Snakefile's `all` asks for)."""
     return [str(entry_path(library_dir, i, n, ext)) for i in range(num_layers) for n in names for ext in EXTENSIONS]
+
+
+def write_entry_json(path: str | os.PathLike, metrics: dict[str, Any]) -> None:
+    """`{entry}.json` beside the entry's safetensors file `path` (written first): `metrics` plus the
+    file's size and sha256, which `verify_entry` checks."""
+    path = Path(path)
+    write_json(path.with_suffix(".json"), {**metrics, "file": {"bytes": path.stat().st_size, "sha256": sha256(path)}})
+
+
+def verify_entry(path: str | os.PathLike) -> str:
+    """The sha256 of the entry's safetensors file `path`, checked against its `{entry}.json` record;
+    a file whose size or hash differs (overwritten, cut, replaced), or without a record, raises
+    ArtifactError naming the file, the expected and actual values, and the remedy."""
+    path = Path(path)
+    record_path = path.with_suffix(".json")
+    redo = f"rerun its bld job (delete {path} and {record_path.name}, then run snakemake again)"
+    if not path.exists():
+        raise ArtifactError(f"{path}: library file does not exist: {redo}")
+    got = read_json(record_path).get("file")
+    if not isinstance(got, dict) or not {"bytes", "sha256"} <= set(got):
+        raise ArtifactError(f"{path}: {record_path} records no size and sha256 of it (made by an older BLD?): {redo}")
+    size = path.stat().st_size
+    if size != got["bytes"]:
+        raise ArtifactError(f"{path}: {size} bytes, but {record_path} records {got['bytes']}: a changed file; {redo}")
+    digest = sha256(path)
+    if digest != got["sha256"]:
+        raise ArtifactError(f"{path}: sha256 {digest}, but {record_path} records {got['sha256']}: "
+                            f"the file was changed after BLD wrote it; {redo}")
+    return digest
+
+
+def load_entry(path: str | os.PathLike) -> dict:
+    """The tensors of a library entry, after `verify_entry`."""
+    verify_entry(path)
+    return load_safetensors(path)

@@ -109,9 +109,9 @@ def subblock_layer(
 
 
 def read_library_file(path: Path) -> dict[str, torch.Tensor]:
-    from puzzle.io import load_safetensors
+    from puzzle.library import load_entry
 
-    return load_safetensors(path)
+    return load_entry(path)
 
 
 def library_paths(

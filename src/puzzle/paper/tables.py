@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from puzzle import library
 from puzzle.config import ConfigError
 from puzzle.io import read_json, write_csv, write_text
 from puzzle.paper.child import Child
@@ -120,8 +121,12 @@ def search_ablation(artifact: str, children: list[Child]) -> pd.DataFrame:
 
 
 def library_summary(library_dir: str | Path) -> dict[str, Any]:
-    """What BLD spent on a block library, from its entries' JSON records (bld.py)."""
-    entries = [read_json(p) for p in sorted(Path(library_dir).glob("layer_*/*.json"))]
+    """What BLD spent on a block library, from its entries' JSON records (bld.py), each checked
+    against its tensor file (library.verify_entry), so the figures are those of the blocks in use."""
+    records = sorted(Path(library_dir).glob("layer_*/*.json"))
+    for p in records:
+        library.verify_entry(p.with_suffix(".safetensors"))
+    entries = [read_json(p) for p in records]
     if not entries:
         raise FileNotFoundError(f"{library_dir}: no library entries (layer_*/*.json)")
     trained = [e for e in entries if e["steps"] > 0]
