@@ -125,7 +125,7 @@ def _overwrite_mid_tensor(path, name, value):
 
 def test_overwritten_bytes_that_decode_to_finite_numbers_stop_every_library_reader(tiny_library, tmp_path):
     from puzzle import assemble, library, scoring
-    from puzzle.paper import report
+    from puzzle.paper import tables as paper_tables
 
     parent, clean = tiny_library
     lib = tmp_path / "library"
@@ -150,7 +150,7 @@ def test_overwritten_bytes_that_decode_to_finite_numbers_stop_every_library_read
     readers = {
         "scoring": lambda: scoring.read_library_file(path),
         "assemble": lambda: assemble.assemble_state(parent, lib, layers, "decoupled"),
-        "paper": lambda: report.library_summary(lib),
+        "paper": lambda: paper_tables.library_summary(lib),
     }
     for reader, read in readers.items():
         with pytest.raises(io.ArtifactError) as e:

@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from puzzle import library
 from puzzle.config import ConfigError
 from puzzle.evaluate import relative
+from puzzle.io import save_safetensors
 from puzzle.paper import figures, tables
 from puzzle.paper.child import load_child
 from puzzle.search import cli as search
@@ -236,13 +238,15 @@ def test_search_budget_suffix_rejects_unknown_names():
 
 
 def write_library(root, name, mode="decoupled", corpus="mixed", tokens=4096, trained=(("attn_kv1", 1.5), ("ffn_50", 2.5))):
-    """A block library's entry JSONs as bld.py writes them: trained entries (name, wall s) and a no-op."""
+    """A block library's entries as bld.py writes them (a tensor file, then its JSON record with the
+    file's size and sha256): trained entries (name, wall s) and a no-op."""
     d = root / name / "library" / "layer_0"
     d.mkdir(parents=True)
     common = {"mode": mode, "train_activations": f"results/x/activations/{corpus}/train"}
-    for entry, wall in trained:
-        (d / f"{entry}.json").write_text(json.dumps({**common, "tokens": tokens, "steps": 4, "wall_s": wall}))
-    (d / "ffn_noop.json").write_text(json.dumps({**common, "tokens": 0, "steps": 0, "wall_s": 0.0}))
+    records = {e: {**common, "tokens": tokens, "steps": 4, "wall_s": wall} for e, wall in trained}
+    for entry, record in {**records, "ffn_noop": {**common, "tokens": 0, "steps": 0, "wall_s": 0.0}}.items():
+        save_safetensors(d / f"{entry}.safetensors", {})
+        library.write_entry_json(d / f"{entry}.safetensors", record)
     return root / name / "library"
 
 
