@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from puzzle import checkpoint
 from puzzle import config as config_mod
 from puzzle.bld_plan import seq_len
 from puzzle.data import read_shard
@@ -66,11 +67,9 @@ def capture(layers: Any) -> tuple[list[dict[str, torch.Tensor]], list[Any]]:
     return store, handles
 
 
-def load_parent(parent_dir: str | os.PathLike, device: torch.device) -> Any:
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(parent_dir), dtype=torch.float32, use_safetensors=True)
-    return model.to(device).eval()
+def load_parent(parent_dir: str | os.PathLike, device: torch.device) -> checkpoint.CausalLM:
+    """The parent in its stored dtype, over the job's devices of `device`'s type."""
+    return checkpoint.load(parent_dir, device=checkpoint.devices_for(device))
 
 
 @torch.no_grad()
@@ -82,7 +81,7 @@ def dump(
     out, t0 = Path(out_dir), time.perf_counter()
     layers = model.model.layers
     dtype, per_chunk, batch = DTYPES[act_cfg["dtype"]], act_cfg["chunk_windows"], act_cfg["batch_size"]
-    device = next(model.parameters()).device
+    device = checkpoint.input_device(model)
     store, handles = capture(layers)
     starts = list(range(0, len(windows), per_chunk))
     try:

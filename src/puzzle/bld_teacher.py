@@ -39,19 +39,9 @@ class StoredInputs:
 
 def load_prefix(parent_dir: str | os.PathLike, last_layer: int, device: torch.device, dtype: torch.dtype) -> Any:
     """The parent with only layers 0..last_layer (the rest are never read into memory), frozen."""
-    import transformers
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from puzzle import checkpoint
 
-    config = AutoConfig.from_pretrained(str(parent_dir))
-    config.num_hidden_layers = last_layer + 1
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()  # else it lists every tensor of the layers left out
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(parent_dir), config=config, dtype=dtype,
-                                                     device_map=str(device))
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-    return model.eval().requires_grad_(False)
+    return checkpoint.load(parent_dir, dtype=dtype, device=device, layers=last_layer + 1).requires_grad_(False)
 
 
 class OnlineInputs:

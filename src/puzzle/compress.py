@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from puzzle import checkpoint
 from puzzle import config as config_mod
 from puzzle.convert import tokenizer_files
 from puzzle.data import read_shard
@@ -99,7 +100,7 @@ def _layer_output(out: Any) -> torch.Tensor:
 def first_layer_inputs(model: Any, windows: torch.Tensor, batch: int) -> list[tuple[torch.Tensor, dict[str, Any]]]:
     """(hidden states, keyword arguments) with which each batch of `windows` enters decoder layer 0;
     every later layer gets the same keywords (mask, rotary embeddings), so layers can be replayed alone."""
-    device = next(model.parameters()).device
+    device = checkpoint.input_device(model)
     caught: list[tuple[torch.Tensor, dict[str, Any]]] = []
 
     def hook(module: Any, args: tuple, kwargs: dict) -> None:
@@ -170,11 +171,9 @@ def low_rank(model: Any, keep: float) -> dict[str, Any]:
 # ---- the stage -----------------------------------------------------------------------------------
 
 
-def load_parent(parent_dir: str | Path, device: torch.device) -> Any:
-    """The parent in its stored dtype (the output keeps it), from safetensors only."""
-    from transformers import AutoModelForCausalLM  # nemotron-nas is registered by `import puzzle`
-
-    return AutoModelForCausalLM.from_pretrained(str(parent_dir), dtype="auto", use_safetensors=True).to(device).eval()
+def load_parent(parent_dir: str | Path, device: torch.device) -> checkpoint.CausalLM:
+    """The parent in its stored dtype (the output keeps it), over the job's devices of `device`'s type."""
+    return checkpoint.load(parent_dir, device=checkpoint.devices_for(device))
 
 
 def calibration_windows(shard: str | Path, count: int, seq_len: int, seed: int) -> torch.Tensor:

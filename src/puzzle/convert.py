@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
 from puzzle.nemotron_nas import DeciLMConfig, DeciLMForCausalLM
 
@@ -95,15 +95,19 @@ def decilm_config_from_llama(
 
 
 def llama_to_decilm(parent: PreTrainedModel) -> DeciLMForCausalLM:
-    """The parent as a DeciLMForCausalLM (same dtype, same weights, same generation config)."""
+    """The parent as a DeciLMForCausalLM (same dtype, same generation config) holding the parent's own weight
+    tensors (built on meta and assigned: no copy, so the two share their weights)."""
+    from puzzle.checkpoint import empty_model
+
     config = decilm_config_from_llama(parent.config)
     state = dict(parent.state_dict())
     if parent.config.model_type == "qwen2":
         for i in range(config.num_hidden_layers):
             o_proj = state[f"model.layers.{i}.self_attn.o_proj.weight"]
             state[f"model.layers.{i}.self_attn.o_proj.bias"] = o_proj.new_zeros(o_proj.shape[0])
-    child = DeciLMForCausalLM(config).to(parent.dtype)
-    child.load_state_dict(state, strict=True)
+    child = empty_model(config, parent.dtype)
+    child.load_state_dict(state, strict=not config.tie_word_embeddings, assign=True)
+    child.tie_weights()
     child.generation_config = copy.deepcopy(parent.generation_config)
     return child.eval()
 
@@ -135,12 +139,10 @@ def convert_llama(parent: str | os.PathLike | PreTrainedModel, out_dir: str | os
     """Write the Nemotron-NAS form of a Llama-family parent (a checkpoint folder or a loaded model) to `out_dir`;
     a folder's tokenizer files come along. Weights are read from safetensors only (never unpickled)."""
     if isinstance(parent, PreTrainedModel):
-        model, files = parent, []
-    else:
-        src = Path(parent)
-        model = AutoModelForCausalLM.from_pretrained(src, use_safetensors=True, dtype="auto")
-        files = tokenizer_files(src)
-    return save_child(llama_to_decilm(model), out_dir, files)
+        return save_child(llama_to_decilm(parent), out_dir)
+    from puzzle import checkpoint  # converts while reading: the parent is never held as a Llama
+
+    return save_child(checkpoint.load(parent, decilm=True), out_dir, tokenizer_files(parent))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

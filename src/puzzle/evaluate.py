@@ -32,8 +32,8 @@ from typing import Any
 import pandas as pd
 import torch
 
+from puzzle import checkpoint, metrics, timing
 from puzzle import config as config_mod
-from puzzle import metrics, timing
 from puzzle.data import read_shard
 from puzzle.io import read_json, write_csv, write_json
 from puzzle.training import fixed_windows, pick_device, resolve_dtype
@@ -45,7 +45,7 @@ from puzzle.training import fixed_windows, pick_device, resolve_dtype
 @torch.no_grad()
 def quality(model: Any, parent: Any, windows: torch.Tensor, batch: int) -> dict[str, float]:
     """lm_loss, kl (to `parent`) and token_acc of `model` on `windows` (each predicts tokens 1..T)."""
-    device = next(model.parameters()).device
+    device = checkpoint.input_device(model)
     nll = kl = correct = 0.0
     for i in range(0, len(windows), batch):
         x = windows[i : i + batch].to(device)
@@ -115,7 +115,7 @@ def throughput(
     for name, model in models.items():
         reps.setdefault(architecture(model), name)
     timed = list(reps.values())
-    device = next(models[timed[0]].parameters()).device
+    device = checkpoint.input_device(models[timed[0]])
     timer = timing.Timer(device, warmup, repeats, statistic)
     result: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in models}
     for i, s in enumerate(scenario_list):
@@ -167,10 +167,9 @@ def lm_eval_scores(model: Any, tokenizer_dir: str, e_cfg: dict[str, Any]) -> dic
 
 
 
-def load_model(path: str | Path, device: torch.device, dtype: torch.dtype) -> Any:
-    from transformers import AutoModelForCausalLM  # nemotron-nas is registered by `import puzzle`
-
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, use_safetensors=True).to(device).eval()
+def load_model(path: str | Path, device: torch.device, dtype: torch.dtype) -> checkpoint.CausalLM:
+    """A parent or child in `dtype`, over the job's devices of `device`'s type."""
+    return checkpoint.load(path, dtype=dtype, device=checkpoint.devices_for(device))
 
 
 def relative(row: dict[str, Any], parent: dict[str, Any]) -> dict[str, Any]:

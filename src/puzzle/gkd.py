@@ -47,8 +47,8 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 from tqdm import tqdm
 
+from puzzle import checkpoint, sharding
 from puzzle import config as config_mod
-from puzzle import sharding
 from puzzle.convert import save_child, tokenizer_files
 from puzzle.data import read_shard
 from puzzle.gkd_loss import TERMS, final_and_layers, kl_sums, term_means
@@ -91,12 +91,9 @@ class Distiller(torch.nn.Module):
         return term_means(s_final, s_layers, head, t_final, t_layers, t_head, targets, self.terms, self.chunk)
 
 
-def load_model(path: str | Path, dtype: torch.dtype) -> Any:
-    """A causal LM from a checkpoint folder onto the CPU (sharding places it). The one loading call of
-    this stage, to be swapped for the project's loader."""
-    from transformers import AutoModelForCausalLM  # nemotron-nas is registered by `import puzzle`
-
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, use_safetensors=True)
+def load_model(path: str | Path, dtype: torch.dtype) -> checkpoint.CausalLM:
+    """A causal LM from a checkpoint folder onto the CPU in `dtype` (sharding places it)."""
+    return checkpoint.load(path, dtype=dtype)
 
 
 def checkpoint_dtype(path: str | Path) -> torch.dtype:

@@ -38,7 +38,6 @@ so merged parts are byte-identical to the unsplit layer.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -59,22 +58,14 @@ COLUMNS = ["layer", "attention", "ffn", "kl", "lm_loss", "token_acc"]
 
 
 def load_parent(path: str | Path, device: torch.device, dtype: torch.dtype) -> Any:
-    """The parent as a DeciLMForCausalLM (a Llama-family checkpoint is converted in memory)."""
-    from transformers import AutoModelForCausalLM
+    """The parent as a DeciLMForCausalLM (a Llama-family checkpoint is converted while it is read), over the job's
+    devices of `device`'s type."""
+    from puzzle import checkpoint
 
-    from puzzle.nemotron_nas import DeciLMForCausalLM
-
-    path = Path(path)
-    cfg = json.loads((path / "config.json").read_text())
-    if cfg.get("model_type") == "nemotron-nas":
-        model = DeciLMForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
-    else:
-        from puzzle.convert import llama_to_decilm
-
-        model = llama_to_decilm(AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True))
+    model = checkpoint.load(path, dtype=dtype, device=checkpoint.devices_for(device), decilm=True)
     # Every forward here passes no mask: only SDPA then attends causally (eager would not).
     model.config._attn_implementation = "sdpa"
-    return model.to(device=device, dtype=dtype).eval()
+    return model
 
 
 def parent_shape(model: Any) -> blocks.ParentShape:
@@ -318,7 +309,9 @@ def score_layers(
     The parent runs once per chunk of `batch_size` windows for all layers together; every other
     candidate runs layers i..L-1 and the head only, `candidates_per_pass` of them stacked along the batch.
     """
-    device = next(model.parameters()).device
+    from puzzle import checkpoint
+
+    device = checkpoint.input_device(model)
     layers = model.model.layers
     totals = {(c.layer, a, f): Totals() for c in candidates for a, f in c.compositions}
     wanted = {c.layer for c in candidates}
