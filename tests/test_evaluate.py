@@ -1,7 +1,9 @@
 """Evaluation: quality metrics by hand, KL of the parent to itself, and the per-run JSONs + summary."""
 
+import gc
 import json
 import shlex
+import weakref
 
 import numpy as np
 import pandas as pd
@@ -100,3 +102,23 @@ def test_cli_writes_per_model_json_and_the_summary(tiny, capsys):
     assert frame["run"].tolist() == ["tgt/chat/2x"] * 3 and frame["model"].tolist() == ["parent", "child", "gkd"]
     assert frame.loc[1, "ratio_chat_b2"] == pytest.approx(ch["throughput_ratio"]["chat_b2"])
     assert frame.loc[1, "retained_token_acc_pct"] == pytest.approx(ch["retained_pct"]["token_acc"])
+
+
+def test_each_model_is_freed_before_the_next_is_read(tiny, monkeypatch):
+    root, parent_dir, child_dir, same_dir, data = tiny
+    loaded, held_at_load = [], []
+    real = evaluate.load_model
+
+    def load(path, device, dtype):
+        gc.collect()
+        held_at_load.append(sum(r() is not None for r in loaded[1:]))  # models held besides the parent
+        model = real(path, device, dtype)
+        loaded.append(weakref.ref(model))
+        return model
+
+    monkeypatch.setattr(evaluate, "load_model", load)
+    rows = evaluate.evaluate(child_cfg(), str(parent_dir), {"child": str(child_dir), "same": str(same_dir),
+                             "gkd": str(child_dir)}, str(data / "test.bin"), None, str(root / "eval"))
+    assert held_at_load == [0, 0, 0, 0]
+    assert set(rows) == {"parent", "child", "same", "gkd"} and rows["parent"]["quality"]["kl"] == 0.0
+    assert rows["gkd"]["quality"] == rows["child"]["quality"]  # the same checkpoint read again gives the same

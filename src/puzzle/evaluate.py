@@ -12,11 +12,14 @@ Quality, on the same fixed windows of the test shard for every model (nats per t
 Throughput: output tokens/s of greedy generation (prefill into a KV cache, then one forward per token,
 exactly output_len new tokens; `greedy_generate`) for each
 scenario (batch, input_len, output_len): the search solution's own scenario and `evaluate.scenarios`.
-Timed as the costs stage times its stacks (timing.py): models take turns within every round in a
-shuffled order, each round's common slowdown is divided out and the median over rounds is kept, so
-the parent and its children meet the same machine load and predicted and measured speed-ups are
-timed alike; models with the same architecture share one measurement. Retained quality is model / parent for token_acc and parent / model for lm_loss
-(both "higher is better", 100% = the parent's); the throughput ratio is model / parent tokens/s.
+Timed as the costs stage times its stacks (timing.py): each model takes turns with the parent within
+every round in a shuffled order, each round's common slowdown is divided out and the median over rounds
+is kept, so a child meets the machine load the parent meets and predicted and measured speed-ups are
+timed alike; models with the same architecture share one measurement. One model is read at a time
+beside the parent (the reference of kl and the ratios), evaluated and freed before the next
+(checkpoint.load places each over the job's GPUs). Retained quality is model / parent for token_acc and
+parent / model for lm_loss (both "higher is better", 100% = the parent's); the throughput ratio is model /
+parent tokens/s.
 
 Writes EVAL_DIR/{name}.json per model (parent.json included); `--summarize` gathers runs into one
 CSV table. lm-eval-harness tasks (`evaluate.lm_eval_tasks`) run only when `lm-eval` is installed.
@@ -37,7 +40,6 @@ from puzzle import config as config_mod
 from puzzle.data import read_shard
 from puzzle.io import read_json, write_csv, write_json
 from puzzle.training import fixed_windows, pick_device, resolve_dtype
-
 
 # ---- quality -------------------------------------------------------------------------------------
 
@@ -193,31 +195,61 @@ def evaluate(
     dtype = resolve_dtype(e["dtype"], device)
     if "parent" in model_dirs:
         raise ValueError("--model parent=...: the name 'parent' is taken by --parent")
-    dirs = {"parent": parent_dir, **model_dirs}
-    models = {name: load_model(path, device, dtype) for name, path in dirs.items()}
     tokens = read_shard(test_shard)
     windows = fixed_windows(tokens, e["test_windows"], e["seq_len"] + 1)
     solution = read_json(solution_path) if solution_path else None
     scenario_list = scenarios(cfg, solution)
-    speeds = throughput(models, scenario_list, tokens, e["repeats"], e["warmup"])
 
-    rows: dict[str, dict[str, Any]] = {}
-    for name, model in models.items():
-        rows[name] = {
+    def row(name: str, path: str, model: Any, speed: dict[str, Any], parent: Any) -> dict[str, Any]:
+        return {
             "model": name,
-            "path": str(dirs[name]),
+            "path": str(path),
             "solution": str(solution_path) if solution_path else None,
             "parameters": sum(p.numel() for p in model.parameters()),
             "device": str(device),
             "dtype": str(dtype).removeprefix("torch."),
-            "quality": {**quality(model, models["parent"], windows, e["batch_size"]), "windows": len(windows), "shard": str(test_shard)},
-            "throughput": speeds[name],
-            "lm_eval": lm_eval_scores(model, dirs[name], e),
+            "quality": {**quality(model, parent, windows, e["batch_size"]), "windows": len(windows),
+                        "shard": str(test_shard)},
+            "throughput": speed,
+            "lm_eval": lm_eval_scores(model, path, e),
         }
-        rows[name].update(relative(rows[name], rows["parent"]))
-    for name, row in rows.items():
-        write_json(Path(out_dir) / f"{name}.json", row)
+
+    # The parent (every model's reference) stays; each other model is loaded, evaluated beside it and freed
+    # before the next is read, so at most two models are held. A model is timed in the same rounds as the
+    # parent, its ratio taken to the parent of those rounds; one of an architecture already timed reuses that.
+    parent = load_model(parent_dir, device, dtype)
+    parent_arch = architecture(parent)
+    speeds: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}  # architecture -> (its speed, the parent's beside)
+    rows: dict[str, dict[str, Any]] = {}
+    arch_of = {"parent": parent_arch}
+    for name, path in model_dirs.items():
+        model = load_model(path, device, dtype)
+        arch = arch_of[name] = architecture(model)
+        if arch not in speeds:
+            timed = throughput({"parent": parent, name: model}, scenario_list, tokens, e["repeats"], e["warmup"])
+            speeds[arch] = (timed[name], timed["parent"])
+            speeds.setdefault(parent_arch, (timed["parent"], timed["parent"]))
+        rows[name] = row(name, path, model, speeds[arch][0], parent)
+        del model
+        free_memory(device)
+    if parent_arch not in speeds:  # the parent alone
+        alone = throughput({"parent": parent}, scenario_list, tokens, e["repeats"], e["warmup"])["parent"]
+        speeds[parent_arch] = (alone, alone)
+    rows = {"parent": row("parent", parent_dir, parent, speeds[parent_arch][0], parent), **rows}
+    for name, r in rows.items():
+        beside = {"quality": rows["parent"]["quality"], "throughput": speeds[arch_of[name]][1]}
+        r.update(relative(r, beside))
+        write_json(Path(out_dir) / f"{name}.json", r)
     return rows
+
+
+def free_memory(device: torch.device) -> None:
+    """Returns a freed model's memory now (the next model is read right after)."""
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def summarize(run_dirs: list[str], out_csv: str) -> pd.DataFrame:
