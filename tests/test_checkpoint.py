@@ -167,3 +167,11 @@ def test_placement_refuses_a_model_that_does_not_fit(tiny_llama):
     root, _ = tiny_llama
     with pytest.raises(ValueError, match=r"does not fit the job's devices .* \['disk'\] would be needed"):
         checkpoint.load(root / "fp32", max_memory={"cpu": 10_000})
+
+
+def test_a_model_that_must_stay_whole_is_refused_before_reading(tiny_llama, monkeypatch):
+    root, parent = tiny_llama
+    layer = sum(p.numel() * 4 for p in parent.model.layers[0].parameters())
+    monkeypatch.setattr(checkpoint, "read_tensors", lambda *a: pytest.fail("weights read"))
+    with pytest.raises(ValueError, match=r"needs more than one device \(\['cpu', 'disk'\]\), and this stage runs it"):
+        checkpoint.load(root / "fp32", max_memory={"cpu": 256 * 64 * 4 + layer + 1000, "disk": 10**9}, split=False)

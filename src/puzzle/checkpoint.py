@@ -270,11 +270,11 @@ def _assign(model: CausalLM, files: list[Path], dtype: torch.dtype | None, place
 @overload
 def load(path: str | os.PathLike, *, dtype: str | torch.dtype = ..., device: Device | Sequence[Device] = ...,
          decilm: Literal[True], layers: int | None = ..., max_memory: dict[int | str, int] | None = ...,
-         offload_folder: str | os.PathLike | None = ...) -> DeciLMForCausalLM: ...
+         offload_folder: str | os.PathLike | None = ..., split: bool = ...) -> DeciLMForCausalLM: ...
 @overload
 def load(path: str | os.PathLike, *, dtype: str | torch.dtype = ..., device: Device | Sequence[Device] = ...,
          decilm: bool = ..., layers: int | None = ..., max_memory: dict[int | str, int] | None = ...,
-         offload_folder: str | os.PathLike | None = ...) -> CausalLM: ...
+         offload_folder: str | os.PathLike | None = ..., split: bool = ...) -> CausalLM: ...
 def load(
     path: str | os.PathLike,
     *,
@@ -284,6 +284,7 @@ def load(
     layers: int | None = None,
     max_memory: dict[int | str, int] | None = None,
     offload_folder: str | os.PathLike | None = None,
+    split: bool = True,
 ) -> CausalLM:
     """The model of checkpoint folder `path`, in eval mode, with every tensor from its safetensors.
 
@@ -293,7 +294,9 @@ def load(
     decilm: a Llama-family parent is returned as the equal DeciLMForCausalLM (a Nemotron-NAS checkpoint as is).
     layers: only the first `layers` decoder layers (the others are never read).
     max_memory, offload_folder: accelerate's, for a placement over explicit budgets (a "cpu" or "disk" budget
-        offloads there; disk needs `offload_folder`)."""
+        offloads there; disk needs `offload_folder`).
+    split: False for a caller that needs the model on one device: one that needs more is an error before any
+        weight is read."""
     path = Path(path)
     cfg = read_config(path)
     cast = None if dtype == "auto" else dtype
@@ -309,7 +312,13 @@ def load(
         placed = {"": devices[0]} if len(devices) == 1 else device_map(model, gpu_budget(devices))
     else:
         placed = device_map(model, max_memory)
-    single = torch.device(next(iter(placed.values()))) if len(set(placed.values())) == 1 else None
+    where = set(placed.values())
+    single = torch.device(where.pop()) if len(where) == 1 and where != {"disk"} else None
+    if single is None and not split:
+        raise ValueError(
+            f"{path}: a model of {model_bytes(model) / 2**30:.2f} GiB needs more than one device "
+            f"({sorted({str(d) for d in placed.values()})}), and this stage runs it on one"
+        )
     if single is not None:
         placed = {"": single}
     _assign(model, files, cast, placed, layers, decilm)

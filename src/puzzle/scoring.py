@@ -62,7 +62,9 @@ def load_parent(path: str | Path, device: torch.device, dtype: torch.dtype) -> A
     devices of `device`'s type."""
     from puzzle import checkpoint
 
-    model = checkpoint.load(path, dtype=dtype, device=checkpoint.devices_for(device), decilm=True)
+    # Scoring calls the layers' parts directly (past accelerate's per-module hooks) and builds candidate blocks
+    # beside them, so the parent must fit one of the job's GPUs (checked before any weight is read).
+    model = checkpoint.load(path, dtype=dtype, device=checkpoint.devices_for(device), decilm=True, split=False)
     # Every forward here passes no mask: only SDPA then attends causally (eager would not).
     model.config._attn_implementation = "sdpa"
     return model
