@@ -28,3 +28,12 @@ def test_real_models_8b_fits_one_node_and_70b_needs_several():
     # 16 GPUs: 49 GB shards + 19.5 GB gathered + 16.2 GB parent = 84.6 GB > 80 GB; 24 GPUs still above 0.8 x 80
     assert gkd_memory.fewest_nodes(49_000_000_000, 70_550_000_000, 8, 80e9, root_params=r70, layer_params=l70) == (4, True)
     assert gkd_memory.fewest_nodes(49_000_000_000, 70_550_000_000, 8, 80e9, max_nodes=1) is None
+
+
+def test_parent_sharded_auto_above_a_quarter_of_a_gpu():
+    # a 70B in bf16 (141.1 GB) is over a quarter of an 80 GB H100; an 8B (16.06 GB) is not; CPU: replicated
+    sharded = gkd_memory.parent_sharded
+    assert sharded("auto", 141.1e9, 80e9) and not sharded("auto", 16.06e9, 80e9)
+    assert not sharded("auto", 20e9, 80e9) and sharded("auto", 20.000001e9, 80e9)  # strictly over a quarter
+    assert not sharded("auto", 141.1e9, None)
+    assert sharded("shard", 1, None) and not sharded("replicate", 1e12, 80e9)

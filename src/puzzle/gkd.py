@@ -47,7 +47,7 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 from tqdm import tqdm
 
-from puzzle import checkpoint, sharding
+from puzzle import checkpoint, gkd_memory, sharding
 from puzzle import config as config_mod
 from puzzle.convert import save_child, tokenizer_files
 from puzzle.data import read_shard
@@ -139,14 +139,10 @@ def fingerprint(cfg: dict[str, Any], *inputs: str | Path) -> str:
 
 
 def shard_parent(choice: str, parent: torch.nn.Module, device: torch.device) -> bool:
-    """`auto` shards the parent over the processes when its replica would take more than a quarter of
-    one GPU (a 70B in bf16: 141 GB); on a CPU it is replicated."""
-    if choice != "auto":
-        return choice == "shard"
-    if device.type != "cuda":
-        return False
+    """gkd.parent_sharding for this parent on this device (gkd_memory.parent_sharded)."""
     size = sum(p.numel() * p.element_size() for p in parent.parameters())
-    return size > torch.cuda.get_device_properties(device).total_memory / 4
+    gpu = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
+    return gkd_memory.parent_sharded(choice, size, gpu)
 
 
 # ---- the training loop ---------------------------------------------------------------------------

@@ -52,6 +52,14 @@ def bytes_per_gpu(
     return GkdBytes(math.ceil(16 * child_params / gpus), child_gathered, parent)
 
 
+def parent_sharded(choice: str, parent_bytes: float, gpu_bytes: float | None) -> bool:
+    """gkd.parent_sharding: shard, replicate, or auto = shard when a replica would take more than a
+    quarter of one GPU (a 70B in bf16: 141 GB); on a CPU (gpu_bytes None) replicated."""
+    if choice != "auto":
+        return choice == "shard"
+    return gpu_bytes is not None and parent_bytes > gpu_bytes / 4
+
+
 def fewest_nodes(
     child_params: int, parent_params: int, gpus_per_node: int, gpu_bytes: float, headroom: float = 0.8,
     max_nodes: int = 64, **sizes: int,

@@ -236,95 +236,131 @@ def _text_bytes(cfg: dict[str, Any]) -> int:
 # ---- the plan -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Parts:
+    """What every stage's plan reads: the config, the parent's shape and the hardware."""
+
+    cfg: dict[str, Any]
+    parent_cfg: dict[str, Any]
+    arch: cost_model.Arch
+    dev: cost_model.Device
+    usable: float  # GPU bytes a job's planned bytes may take (plan.gpu_memory_fraction)
+
+    @property
+    def multiple(self) -> int:
+        return self.cfg["search_space"]["ffn"]["multiple_of"]
+
+    @property
+    def stored(self) -> int:
+        """The parent's bytes at its stored dtype (what a load reads)."""
+        return model_bytes(self.arch, stored_dtype(self.parent_cfg))
+
+    def bytes_at(self, dtype: str) -> int:
+        return model_bytes(self.arch, _dtype_name(dtype, self.parent_cfg))
+
+    def gpu_job(self, stage: str, jobs: int, need: float, host: float, disk: float, flops: float,
+                longest_flops: float) -> StagePlan:
+        """A one-node job holding `need` bytes over the fewest GPUs that fit; its hours are one GPU's
+        (the GPUs hold layers in turn)."""
+        gpus = _gpus(need, self.usable, self.cfg["slurm"])
+        return StagePlan(stage, jobs, gpus, math.ceil(need / gpus) if gpus else 0, int(host), int(disk), flops,
+                         _hours(longest_flops, self.dev))
+
+
 def build(cfg: dict[str, Any], parent_cfg: dict[str, Any]) -> Plan:
     """The plan of a validated config (module docstring)."""
     p, slurm = cfg["plan"], cfg["slurm"]
     dev = cost_model.device(p["device"])
     usable = p["gpu_memory_fraction"] * dev.memory_gb * 1e9
-    arch, multiple = bld_plan.parent_arch(cfg, parent_cfg), cfg["search_space"]["ffn"]["multiple_of"]
-    stored = stored_dtype(parent_cfg)
-    parent_stored, params, layers = model_bytes(arch, stored), model_params(arch), arch.num_hidden_layers
-    vocab, hidden = arch.vocab_size, arch.hidden_size
-    stages: list[StagePlan] = []
-
-    # data: text -> token shards (CPU)
-    itemsize = 2 if vocab <= 65536 else 4
-    stages.append(StagePlan("data", 1, 0, 0, PROCESS_BYTES, _text_bytes(cfg) * itemsize // CHARS_PER_TOKEN, 0.0, 0.0))
-
-    if not cfg["parent"]["path"]:  # the embedded parent trains on CPU
-        t = cfg["parent"]["train"]
-        flops = 3 * forward_flops(arch, t["seq_len"]) * t["steps"] * t["batch_size"] * t["seq_len"]
-        stages.append(StagePlan("parent", 1, 0, 0, PROCESS_BYTES + 16 * params, 16 * params, flops,
-                                _hours(flops, dev)))
-
-    # activations: the train dump only for a stored teacher, the held-out one always
-    act, seq = cfg["activations"], bld_plan.seq_len(cfg)
-    teacher = bld_plan.teacher_path(cfg, parent_cfg).path
-    windows = [act["valid_windows"]] + ([act["train_windows"]] if teacher == "stored" else [])
-    chunk = activation_dump_bytes(parent_cfg, min(act["chunk_windows"], max(windows)) * seq, act["dtype"])
-    gpus = _gpus(parent_stored, usable, slurm)
-    flops = sum(windows) * seq * forward_flops(arch, seq)
-    stages.append(StagePlan(
-        "activations", len(windows), gpus, math.ceil(parent_stored / max(gpus, 1)),
-        PROCESS_BYTES + parent_stored + chunk,
-        sum(activation_dump_bytes(parent_cfg, w * seq, act["dtype"]) for w in windows), flops,
-        _hours(max(windows) * seq * forward_flops(arch, seq), dev)))
-
-    # bld: one job per layer; the last layer's job holds the whole online parent
-    names = library.entries(cfg, arch.shape)
-    trained = [n for n in names if library.needs_training(n, arch.shape)]
-    groups = bld_plan.layer_groups(cfg, parent_cfg, trained, teacher)
-    state = max((sum(bld_plan.entry_state_bytes(n, arch, multiple) for n in g) for g in groups), default=0)
-    online = bld_plan.parent_bytes(arch) if teacher == "online" else 0
-    need = online + state
-    gpus = _gpus(need, usable, slurm)
-    work = bld_plan.describe(cfg, parent_cfg)
-    flops = (work["train_flops_per_token"] + (work["prefix_flops_per_token"] if teacher == "online" else 0)) \
-        * cfg["bld"]["tokens"]
-    per_param = cost_model.DTYPE_BYTES[stored]
-    trained_params = sum(bld_plan.entry_params(n, arch, multiple)[0] for n in trained)
-    library_bytes = sum(_entry_params(n, arch, multiple) for n in names) * per_param
-    last_job = (work["train_flops_per_token"] / layers + bld_plan.parent_layer_flops(arch, seq) * len(groups)
-                * (layers - 1 if teacher == "online" else 0)) * cfg["bld"]["tokens"]
-    stages.append(StagePlan(
-        "bld", layers, gpus, math.ceil(need / max(gpus, 1)), PROCESS_BYTES + online,
-        layers * (library_bytes + CHECKPOINT_BYTES * trained_params), flops, _hours(last_job, dev)))
-
-    # score: scoring.parts jobs per layer (score_plan: each runs the parent once and its share of the
-    # layer's candidates through the layers after it)
-    sc = cfg["scoring"]
-    attn, ffn = blocks.search_space(arch.shape, cfg["search_space"])
-    candidates = len(attn) * len(ffn) - 1
-    tokens = sc["valid_windows"] * sc["seq_len"]
-    score_bytes = cost_model.DTYPE_BYTES[_dtype_name(sc["dtype"], parent_cfg)]
-    weights = model_bytes(arch, _dtype_name(sc["dtype"], parent_cfg))
-    need = weights + 2 * 4 * sc["batch_size"] * sc["seq_len"] * vocab + tokens * hidden * score_bytes
-    gpus = _gpus(need, usable, slurm)
-    parts = score_plan.layer_parts(cfg, parent_cfg, SCORE_PART_MINUTES)
-    flops = [score_plan.part_flops(cfg, parent_cfg, i, k, n) for i, n in parts.items() for k in range(1, n + 1)]
-    stages.append(StagePlan("score", len(flops), gpus, math.ceil(need / max(gpus, 1)), PROCESS_BYTES + parent_stored,
-                            layers * candidates * CSV_ROW_BYTES, sum(flops), _hours(max(flops), dev)))
-
-    stages.append(_costs(cfg, arch, attn + ffn, dev, usable, slurm))
-
-    stages.append(StagePlan("search", _solutions(cfg), 0, 0, PROCESS_BYTES // 2, 0, 0.0, 0.0))
-
+    c = _Parts(cfg, parent_cfg, bld_plan.parent_arch(cfg, parent_cfg), dev, usable)
     children = _children(cfg)
-    stages.append(StagePlan("assemble", children, 0, 0, PROCESS_BYTES + parent_stored, children * parent_stored,
-                            0.0, 0.0))
-
-    stages.append(_gkd(cfg, arch, parent_cfg, dev, usable, children))
-
-    ev = cfg["evaluate"]
-    weights = EVAL_MODELS * model_bytes(arch, _dtype_name(ev["dtype"], parent_cfg))
-    need = weights + 4 * ev["batch_size"] * ev["seq_len"] * vocab
-    gpus = _gpus(need, usable, slurm)
-    one = EVAL_MODELS * ev["test_windows"] * ev["seq_len"] * forward_flops(arch, ev["seq_len"])
-    stages.append(StagePlan("evaluate", children, gpus, math.ceil(need / max(gpus, 1)), PROCESS_BYTES + parent_stored,
-                            0, children * one, _hours(one, dev)))
-
+    parts = score_plan.layer_parts(cfg, parent_cfg, SCORE_PART_MINUTES)
+    stages = [
+        _data(c),
+        *([] if cfg["parent"]["path"] else [_parent(c)]),
+        _activations(c),
+        _bld(c),
+        _score(c, parts),
+        _costs(c),
+        StagePlan("search", _solutions(cfg), 0, 0, PROCESS_BYTES // 2, 0, 0.0, 0.0),
+        # CPU: the child (at most the parent's size) in memory, then on disk
+        StagePlan("assemble", children, 0, 0, PROCESS_BYTES + c.stored, children * c.stored, 0.0, 0.0),
+        _gkd(c, children),
+        _evaluate(c, children),
+    ]
     return Plan(tuple(stages), dev, p["gpu_memory_fraction"], slurm["gpus_per_node"], slurm["node_memory_gb"] * 1e9,
                 None if p["disk_limit_gb"] is None else p["disk_limit_gb"] * 1e9, p["utilization"], parts)
+
+
+def _data(c: _Parts) -> StagePlan:
+    """Text -> token shards on CPU: about a token per CHARS_PER_TOKEN bytes of text."""
+    itemsize = 2 if c.arch.vocab_size <= 65536 else 4  # data.shard_dtype
+    return StagePlan("data", 1, 0, 0, PROCESS_BYTES, _text_bytes(c.cfg) * itemsize // CHARS_PER_TOKEN, 0.0, 0.0)
+
+
+def _parent(c: _Parts) -> StagePlan:
+    """The embedded parent, trained on CPU: float32 weights, gradients and AdamW state (16 B / parameter)."""
+    t, params = c.cfg["parent"]["train"], model_params(c.arch)
+    flops = 3 * forward_flops(c.arch, t["seq_len"]) * t["steps"] * t["batch_size"] * t["seq_len"]
+    return StagePlan("parent", 1, 0, 0, PROCESS_BYTES + 16 * params, 16 * params, flops, _hours(flops, c.dev))
+
+
+def _activations(c: _Parts) -> StagePlan:
+    """One job per dump: train (a stored teacher only) and valid; a chunk of every layer is held on the host."""
+    act, seq = c.cfg["activations"], bld_plan.seq_len(c.cfg)
+    teacher = bld_plan.teacher_path(c.cfg, c.parent_cfg).path
+    windows = [act["valid_windows"]] + ([act["train_windows"]] if teacher == "stored" else [])
+    chunk = activation_dump_bytes(c.parent_cfg, min(act["chunk_windows"], max(windows)) * seq, act["dtype"])
+    disk = sum(activation_dump_bytes(c.parent_cfg, w * seq, act["dtype"]) for w in windows)
+    per_window = seq * forward_flops(c.arch, seq)
+    return c.gpu_job("activations", len(windows), c.stored, PROCESS_BYTES + c.stored + chunk, disk,
+                     sum(windows) * per_window, max(windows) * per_window)
+
+
+def _bld(c: _Parts) -> StagePlan:
+    """One job per layer: the online parent (bf16; the last layer's job holds all of it) + the training
+    state of the layer's largest group; library files + one checkpoint per trained parameter."""
+    arch, multiple, tokens = c.arch, c.multiple, c.cfg["bld"]["tokens"]
+    layers = arch.num_hidden_layers
+    teacher = bld_plan.teacher_path(c.cfg, c.parent_cfg).path
+    names = library.entries(c.cfg, arch.shape)
+    trained = [n for n in names if library.needs_training(n, arch.shape)]
+    groups = bld_plan.layer_groups(c.cfg, c.parent_cfg, trained, teacher)
+    state = max((sum(bld_plan.entry_state_bytes(n, arch, multiple) for n in g) for g in groups), default=0)
+    online = bld_plan.parent_bytes(arch) if teacher == "online" else 0
+    work = bld_plan.describe(c.cfg, c.parent_cfg)
+    prefix = work["prefix_flops_per_token"] if teacher == "online" else 0.0
+    # the last layer's job: its share of the training, and the parent's other layers once per group
+    before = bld_plan.parent_layer_flops(arch, bld_plan.seq_len(c.cfg)) * len(groups) * (layers - 1)
+    last = work["train_flops_per_token"] / layers + (before if teacher == "online" else 0.0)
+    entry_bytes = sum(_entry_params(n, arch, multiple) for n in names) * cost_model.DTYPE_BYTES[
+        stored_dtype(c.parent_cfg)]
+    checkpoint = CHECKPOINT_BYTES * sum(bld_plan.entry_params(n, arch, multiple)[0] for n in trained)
+    return c.gpu_job("bld", layers, online + state, PROCESS_BYTES + online, layers * (entry_bytes + checkpoint),
+                     (work["train_flops_per_token"] + prefix) * tokens, last * tokens)
+
+
+def _score(c: _Parts, parts: dict[int, int]) -> StagePlan:
+    """scoring.parts jobs per layer (score_plan: each runs the parent once and its share of the layer's
+    candidates through the layers after it); the parent, float32 logits of the parent and a candidate
+    for one batch, and the cached layer inputs."""
+    sc, arch = c.cfg["scoring"], c.arch
+    tokens = sc["valid_windows"] * sc["seq_len"]
+    logits = 2 * 4 * sc["batch_size"] * sc["seq_len"] * arch.vocab_size
+    inputs = tokens * arch.hidden_size * cost_model.DTYPE_BYTES[_dtype_name(sc["dtype"], c.parent_cfg)]
+    attn, ffn = blocks.search_space(arch.shape, c.cfg["search_space"])
+    rows = arch.num_hidden_layers * (len(attn) * len(ffn) - 1) * CSV_ROW_BYTES
+    flops = [score_plan.part_flops(c.cfg, c.parent_cfg, i, k, n) for i, n in parts.items() for k in range(1, n + 1)]
+    return c.gpu_job("score", len(flops), c.bytes_at(sc["dtype"]) + logits + inputs, PROCESS_BYTES + c.stored, rows,
+                     sum(flops), max(flops))
+
+
+def _evaluate(c: _Parts, children: int) -> StagePlan:
+    """One job per child holding EVAL_MODELS models (each at most the parent's size) and a batch's logits."""
+    ev = c.cfg["evaluate"]
+    need = EVAL_MODELS * c.bytes_at(ev["dtype"]) + 4 * ev["batch_size"] * ev["seq_len"] * c.arch.vocab_size
+    one = EVAL_MODELS * ev["test_windows"] * ev["seq_len"] * forward_flops(c.arch, ev["seq_len"])
+    return c.gpu_job("evaluate", children, need, PROCESS_BYTES + c.stored, 0, children * one, one)
 
 
 def _entry_params(entry: str, arch: cost_model.Arch, multiple: int) -> int:
@@ -332,55 +368,53 @@ def _entry_params(entry: str, arch: cost_model.Arch, multiple: int) -> int:
     return sum(cost_model.param_count(v, arch, multiple) for v in library.subblocks(entry) if v is not None)
 
 
-def _costs(cfg: dict[str, Any], arch: cost_model.Arch, variants: list[str], dev: cost_model.Device, usable: float,
-           slurm: dict[str, Any]) -> StagePlan:
-    """Measured targets time stacks of N and 2N copies of each variant (costs.n_copies) on the job's GPU."""
-    c = cfg["costs"]
-    measured = [t for t in c["targets"].values() if t.get("measure")]
+def _costs(c: _Parts) -> StagePlan:
+    """Measured targets time stacks of N, 2N copies of each variant (costs.n_copies) on the job's GPU:
+    at most 3N parent layers + the non-block part + their KV cache at the longest scenario."""
+    costs, arch = c.cfg["costs"], c.arch
+    measured = [t for t in costs["targets"].values() if t.get("measure")]
     if not measured:
-        return StagePlan("costs", len(c["targets"]), 0, 0, PROCESS_BYTES // 4, 0, 0.0, 0.0)
+        return StagePlan("costs", len(costs["targets"]), 0, 0, PROCESS_BYTES // 4, 0, 0.0, 0.0)
     dtype = measured[0].get("dtype", "auto")
     place = cost_model.Placement("bfloat16" if dtype == "auto" else dtype)  # auto: bfloat16 on a GPU
-    copies = 3 * c["n_copies"]
+    copies = 3 * costs["n_copies"]
     attn, ffn = blocks.parent_variants(arch.shape)
     layer = cost_model.param_bytes(attn, arch, place) + cost_model.param_bytes(ffn, arch, place)
     kv_token = cost_model.kv_bytes_per_token(attn, arch, place.weight_bytes)
-    longest = max(max(s.get("batch_sizes", [1])) * (s["input_len"] + s["output_len"]) for s in c["scenarios"])
+    longest = max(max(s.get("batch_sizes", [1])) * (s["input_len"] + s["output_len"]) for s in costs["scenarios"])
     need = cost_model.param_bytes(cost_model.NON_BLOCK, arch, place) + copies * (layer + kv_token * longest)
+    variants = [v for kind in blocks.search_space(arch.shape, c.cfg["search_space"]) for v in kind]
     flops = 0.0
-    for s in c["scenarios"]:
+    for s in costs["scenarios"]:
+        kv = cost_model.decode_kv_len(s["input_len"], s["output_len"])
         for b in s.get("batch_sizes", [1]):
-            kv = cost_model.decode_kv_len(s["input_len"], s["output_len"])
             for v in variants:
                 flops += cost_model.prefill_work(v, arch, b, s["input_len"], place)[0]
                 flops += s["output_len"] * cost_model.decode_work(v, arch, b, kv, place)[0]
-    flops *= copies * (c["repeats"] + c["warmup"]) * len(measured)
-    gpus = _gpus(need, usable, slurm)
-    return StagePlan("costs", len(c["targets"]), gpus, math.ceil(need / max(gpus, 1)), PROCESS_BYTES + need, 0,
-                     flops, _hours(flops / len(measured), dev))
+    per_target = flops * copies * (costs["repeats"] + costs["warmup"])
+    return c.gpu_job("costs", len(costs["targets"]), need, PROCESS_BYTES + need, 0, per_target * len(measured),
+                     per_target)
 
 
-def _gkd(cfg: dict[str, Any], arch: cost_model.Arch, parent_cfg: dict[str, Any], dev: cost_model.Device,
-         usable: float, children: int) -> StagePlan:
-    """GKD on slurm.gkd_nodes x slurm.gkd_gpus processes (gkd_memory), the child at the parent's size."""
-    g, slurm = cfg["gkd"], cfg["slurm"]
+def _gkd(c: _Parts, children: int) -> StagePlan:
+    """GKD on slurm.gkd_nodes x slurm.gkd_gpus processes (gkd_memory), the child at the parent's size;
+    FLOPs per token: the parent's forward + the child's forward and backward (+ a forward recomputed
+    under activation checkpointing)."""
+    g, slurm, arch = c.cfg["gkd"], c.cfg["slurm"], c.arch
     nodes, per_node = slurm["gkd_nodes"], slurm["gkd_gpus"]
-    gpus = nodes * per_node
-    params = model_params(arch)
+    gpus, params = nodes * per_node, model_params(arch)
     root = cost_model.param_count(cost_model.NON_BLOCK, arch)
     attn, ffn = blocks.parent_variants(arch.shape)
     layer = cost_model.param_count(attn, arch) + cost_model.param_count(ffn, arch)
     compute = 2 if g["precision"] == "bf16" else 4
-    sharded = g["parent_sharding"] == "shard" or (
-        g["parent_sharding"] == "auto" and gpus > 0 and compute * params > dev.memory_gb * 1e9 / 4)
+    gpu_bytes = c.dev.memory_gb * 1e9 if gpus else None
+    sharded = gkd_memory.parent_sharded(g["parent_sharding"], compute * params, gpu_bytes)
     need = gkd_memory.bytes_per_gpu(params, params, max(gpus, 1), sharded, root, layer, compute).total
     tokens = g["tokens"] if g["tokens"] is not None else g["steps"] * g["batch_size"] * g["seq_len"]
-    per_token = forward_flops(arch, g["seq_len"]) * ((4 if g["activation_checkpointing"] else 3) + 1)
-    flops = per_token * tokens
-    stored = model_bytes(arch, stored_dtype(parent_cfg))
-    host = max(per_node, 1) * PROCESS_BYTES + 2 * stored  # the two checkpoints read once per node
+    flops = forward_flops(arch, g["seq_len"]) * ((4 if g["activation_checkpointing"] else 3) + 1) * tokens
+    host = max(per_node, 1) * PROCESS_BYTES + 2 * c.stored  # the parent and the child read once per node
     return StagePlan("gkd", children, gpus, need if gpus else 0, host,
-                     children * (stored + CHECKPOINT_BYTES * params), children * flops, _hours(flops, dev, gpus),
+                     children * (c.stored + CHECKPOINT_BYTES * params), children * flops, _hours(flops, c.dev, gpus),
                      nodes)
 
 
