@@ -25,7 +25,7 @@ placement being the stage's loader's; its hours are one GPU's, the GPUs holding 
     gkd          gkd_memory.bytes_per_gpu on slurm.gkd_nodes x slurm.gkd_gpus processes, the child
                  taken at the parent's size (the largest a search can return); 6 P_child (+2 with
                  activation checkpointing) + 2 P_parent FLOPs per token
-    evaluate     the parent and two children (each at most the parent's size) held at once
+    evaluate     the parent and one child (at most the parent's size) at a time, three models in turn
 
 Imports no torch (it plans on a login node). Bytes are decimal (1 GB = 1e9 B).
 """
@@ -58,7 +58,8 @@ MIN_RUNTIME = {"data": 30, "parent": 60, "activations": 60, "bld": 120, "score":
 CHARS_PER_TOKEN = 4  # a BPE token of English text or code
 CHECKPOINT_BYTES = 4 + 8  # float32 weights + two AdamW moments per trained parameter
 CSV_ROW_BYTES = 200  # one scored composition in scores/layer_i.csv
-EVAL_MODELS = 3  # evaluate holds the parent, the child and its GKD version at once
+# evaluate scores the parent, the child and its GKD version, holding one of them beside the parent at a time
+EVAL_MODELS, EVAL_HELD = 3, 2
 STAGES = ("data", "parent", "activations", "bld", "score", "costs", "search", "assemble", "gkd", "evaluate")
 
 
@@ -356,9 +357,9 @@ def _score(c: _Parts, parts: dict[int, int]) -> StagePlan:
 
 
 def _evaluate(c: _Parts, children: int) -> StagePlan:
-    """One job per child holding EVAL_MODELS models (each at most the parent's size) and a batch's logits."""
+    """One job per child holding EVAL_HELD models (each at most the parent's size) and a batch's logits."""
     ev = c.cfg["evaluate"]
-    need = EVAL_MODELS * c.bytes_at(ev["dtype"]) + 4 * ev["batch_size"] * ev["seq_len"] * c.arch.vocab_size
+    need = EVAL_HELD * c.bytes_at(ev["dtype"]) + 4 * ev["batch_size"] * ev["seq_len"] * c.arch.vocab_size
     one = EVAL_MODELS * ev["test_windows"] * ev["seq_len"] * forward_flops(c.arch, ev["seq_len"])
     return c.gpu_job("evaluate", children, need, PROCESS_BYTES + c.stored, 0, children * one, one)
 
