@@ -45,7 +45,9 @@ from puzzle.training import fixed_windows, pick_device, resolve_dtype
 
 
 @torch.no_grad()
-def quality(model: Any, parent: Any, windows: torch.Tensor, batch: int) -> dict[str, float]:
+def quality(
+    model: checkpoint.CausalLM, parent: checkpoint.CausalLM, windows: torch.Tensor, batch: int
+) -> dict[str, float]:
     """lm_loss, kl (to `parent`) and token_acc of `model` on `windows` (each predicts tokens 1..T)."""
     device = checkpoint.input_device(model)
     nll = kl = correct = 0.0
@@ -79,7 +81,7 @@ def scenario_key(s: dict[str, Any]) -> str:
 
 
 @torch.no_grad()
-def greedy_generate(model: Any, prompts: torch.Tensor, output_len: int) -> torch.Tensor:
+def greedy_generate(model: checkpoint.CausalLM, prompts: torch.Tensor, output_len: int) -> torch.Tensor:
     """Exactly `output_len` greedy tokens per prompt: one prefill into a KV cache, then one forward per
     token. The same tokens as `model.generate(do_sample=False)` without its per-step bookkeeping
     (logits processors, stopping criteria), which a serving engine does not pay and which would
@@ -96,7 +98,7 @@ def greedy_generate(model: Any, prompts: torch.Tensor, output_len: int) -> torch
     return torch.cat(tokens, dim=1)
 
 
-def architecture(model: Any) -> str:
+def architecture(model: checkpoint.CausalLM) -> str:
     """Models with equal architectures run at the same speed: one measurement serves them all."""
     layers = getattr(model.config, "block_configs", None)
     layers = [b.to_dict() for b in layers] if layers is not None else None  # BlockConfig objects

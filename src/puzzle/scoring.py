@@ -39,16 +39,21 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from puzzle import blocks, score_plan
 from puzzle import config as config_mod
 from puzzle.training import fixed_windows, pick_device, resolve_dtype
+
+if TYPE_CHECKING:  # pandas and the model classes are imported where they are used
+    import pandas as pd
+
+    from puzzle.nemotron_nas.modeling_decilm import DeciLMDecoderLayer, DeciLMForCausalLM
 
 COLUMNS = ["layer", "attention", "ffn", "kl", "lm_loss", "token_acc"]
 
@@ -70,19 +75,19 @@ def load_parent(path: str | Path, device: torch.device, dtype: torch.dtype) -> A
     return model
 
 
-def parent_shape(model: Any) -> blocks.ParentShape:
+def parent_shape(model: DeciLMForCausalLM) -> blocks.ParentShape:
     """Shape of a DeciLM parent, each layer's own block included (a Nemotron-NAS parent's differ)."""
     return blocks.ParentShape.from_config(model.config.to_dict())
 
 
-def own_composition(model: Any, layer: int, ffns: list[str], multiple: int) -> tuple[str, str]:
+def own_composition(model: DeciLMForCausalLM, layer: int, ffns: list[str], multiple: int) -> tuple[str, str]:
     """The parent's own (attention, FFN) variant names in `layer`."""
     return score_plan.parent_compositions(parent_shape(model), ffns, multiple)[layer]
 
 
 def subblock_layer(
-    model: Any, layer: int, attention: str, ffn: str, tensors: dict[str, torch.Tensor], multiple: int
-) -> Any:
+    model: DeciLMForCausalLM, layer: int, attention: str, ffn: str, tensors: dict[str, torch.Tensor], multiple: int
+) -> DeciLMDecoderLayer:
     """A DeciLMDecoderLayer of block (attention, ffn) in position `layer`, holding exactly `tensors`."""
     from puzzle.nemotron_nas import DeciLMDecoderLayer
 
@@ -126,14 +131,14 @@ class LayerCandidates:
 
     layer: int
     compositions: list[tuple[str, str]]
-    attention: dict[str, Any]  # attention variant -> layer module holding that attention (FFN no-op)
-    ffn: dict[str, Any]  # ffn variant -> layer module holding that FFN (attention no-op)
-    coupled: dict[tuple[str, str], Any]  # (attention, ffn) -> layer module holding both
+    attention: dict[str, DeciLMDecoderLayer]  # attention variant -> layer module holding that attention (FFN no-op)
+    ffn: dict[str, DeciLMDecoderLayer]  # ffn variant -> layer module holding that FFN (attention no-op)
+    coupled: dict[tuple[str, str], DeciLMDecoderLayer]  # (attention, ffn) -> layer module holding both
     parent: tuple[str, str] = ("", "")  # the parent's own composition in this layer
 
 
 def layer_candidates(
-    model: Any, layer: int, attentions: list[str], ffns: list[str], library_dir: str | Path | None,
+    model: DeciLMForCausalLM, layer: int, attentions: list[str], ffns: list[str], library_dir: str | Path | None,
     multiple: int, coupled: bool = False, compositions: list[tuple[str, str]] | None = None,
 ) -> LayerCandidates:
     """Build the candidate modules of one layer from the library: of `compositions` (a part of the
@@ -183,7 +188,9 @@ def layer_candidates(
 # ---- the forward pieces (one code path for the parent and every candidate) -----------------------
 
 
-def attention_part(layer: Any, h: torch.Tensor, pos: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def attention_part(
+    layer: DeciLMDecoderLayer, h: torch.Tensor, pos: tuple[torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
     """h + attention(norm(h)) as DeciLMDecoderLayer computes it (mask None: causal SDPA)."""
     if layer.self_attn is None:
         return h
@@ -193,13 +200,15 @@ def attention_part(layer: Any, h: torch.Tensor, pos: tuple[torch.Tensor, torch.T
     return h + out
 
 
-def ffn_part(layer: Any, h: torch.Tensor) -> torch.Tensor:
+def ffn_part(layer: DeciLMDecoderLayer, h: torch.Tensor) -> torch.Tensor:
     if layer.mlp is None:
         return h
     return h + layer.mlp(layer.post_attention_layernorm(h))
 
 
-def run_layer(layer: Any, h: torch.Tensor, pos: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def run_layer(
+    layer: DeciLMDecoderLayer, h: torch.Tensor, pos: tuple[torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
     return ffn_part(layer, attention_part(layer, h, pos))
 
 
@@ -222,7 +231,7 @@ class HeadStats:
 
 
 def head_stats(
-    model: Any, h: torch.Tensor, targets: torch.Tensor, pbar: torch.Tensor | None, head_w: torch.Tensor
+    model: DeciLMForCausalLM, h: torch.Tensor, targets: torch.Tensor, pbar: torch.Tensor | None, head_w: torch.Tensor
 ) -> tuple[HeadStats, torch.Tensor]:
     """Final norm + LM head (`head_w`, float32) on positions 0..T-2 of `h`, `targets` = the next tokens
     (flattened). With pbar = None (the parent's own pass), also returns pbar = p @ W_head, the parent's
@@ -299,12 +308,12 @@ def _split(stats: HeadStats, n: int) -> list[HeadStats]:
 
 @torch.inference_mode()
 def score_layers(
-    model: Any,
+    model: DeciLMForCausalLM,
     windows: torch.Tensor,
     candidates: list[LayerCandidates],
     batch_size: int,
     candidates_per_pass: int = 1,
-    log: Any = print,
+    log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Replace-1-block scores of every composition in `candidates` (one entry per layer) on `windows`.
 
@@ -380,8 +389,8 @@ def corpus_name(cfg: dict[str, Any]) -> str:
 
 def run(
     cfg: dict[str, Any], parent_dir: str | Path, data_dir: str | Path, library_dir: str | Path | None,
-    layers: Iterable[int] | None = None, log: Any = print, part: tuple[int, int] = (1, 1),
-) -> Any:
+    layers: Iterable[int] | None = None, log: Callable[[str], None] = print, part: tuple[int, int] = (1, 1),
+) -> pd.DataFrame:
     """Scores (a pandas DataFrame with COLUMNS) of the given layers (default: all); of part k of n
     of each layer's compositions with `part` = (k, n) (score_plan.part_compositions)."""
     import pandas as pd
@@ -416,7 +425,7 @@ def run(
     return refuse_non_finite(pd.DataFrame(rows, columns=COLUMNS), "scoring")
 
 
-def refuse_non_finite(frame: Any, where: str) -> Any:
+def refuse_non_finite(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     """`frame` unchanged when every score is a finite number; else the first bad row is named (a NaN
     comes from a corrupt block or a diverged one, and must not reach the search)."""
     import numpy as np
@@ -435,7 +444,7 @@ def refuse_non_finite(frame: Any, where: str) -> Any:
     return frame
 
 
-def merge(paths: list[str]) -> Any:
+def merge(paths: list[str]) -> pd.DataFrame:
     """Concatenate per-layer score tables (whole layers, or every part of a layer's:
     `layer_{i}.part{k}of{n}.csv`), ordered by layer, then part; rows within a table keep their order."""
     import pandas as pd
