@@ -94,19 +94,16 @@ def assemble_state(
 
 def build_child(parent_config: dict[str, Any], block_configs: list[dict[str, Any]], state: dict[str, torch.Tensor]) -> Any:
     """A DeciLMForCausalLM of `block_configs` holding exactly `state` (every tensor present, every
-    shape right; random init is skipped since everything is overwritten)."""
-    from transformers.initialization import no_init_weights
-
-    from puzzle.nemotron_nas import DeciLMForCausalLM
+    shape right): built on meta and the tensors assigned, so the model is `state` itself, no copy."""
+    from puzzle.checkpoint import empty_model
 
     config = decilm_config_from_llama(parent_config, block_configs)
     dtype = next(iter(state.values())).dtype
     if config.tie_word_embeddings:
         state.setdefault("lm_head.weight", state["model.embed_tokens.weight"])
-    with no_init_weights():  # built directly in the parent's dtype: no float32 copy of a large model
-        model = DeciLMForCausalLM._from_config(config, dtype=dtype)
+    model = empty_model(config, dtype)
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as err:
         raise ValueError(f"library tensors do not fit the solution's block_configs: {err}") from None
     model.tie_weights()
