@@ -24,10 +24,12 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.hooks import RemovableHandle
 from tqdm import tqdm
 
 from puzzle import checkpoint
@@ -45,13 +47,13 @@ def chunk_path(split_dir: str | os.PathLike, layer: int, chunk: int) -> Path:
     return Path(split_dir) / f"layer_{layer}" / f"chunk_{chunk:05d}.safetensors"
 
 
-def capture(layers: Any) -> tuple[list[dict[str, torch.Tensor]], list[Any]]:
+def capture(layers: Sequence[torch.nn.Module]) -> tuple[list[dict[str, torch.Tensor]], list[RemovableHandle]]:
     """Hooks that store each layer's input x, FFN residual input h and output y of the last forward."""
     store: list[dict[str, torch.Tensor]] = [{} for _ in layers]
     handles = []
 
-    def keep(i: int, name: str, from_output: bool = False) -> Any:
-        def hook(module: Any, args: tuple, kwargs: dict, *output: Any) -> None:
+    def keep(i: int, name: str, from_output: bool = False) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, args: tuple, kwargs: dict, *output: Any) -> None:
             if from_output:
                 value = output[0][0] if isinstance(output[0], tuple) else output[0]
             else:
@@ -74,7 +76,11 @@ def load_parent(parent_dir: str | os.PathLike, device: torch.device) -> checkpoi
 
 @torch.no_grad()
 def dump(
-    model: Any, windows: torch.Tensor, out_dir: str | os.PathLike, act_cfg: dict[str, Any], desc: str = "activations"
+    model: checkpoint.CausalLM,
+    windows: torch.Tensor,
+    out_dir: str | os.PathLike,
+    act_cfg: dict[str, Any],
+    desc: str = "activations",
 ) -> dict[str, Any]:
     """Run `model` over `windows` and write every layer's chunks into `out_dir`, skipping chunks
     already there; returns the folder's meta."""

@@ -10,6 +10,7 @@ hooks (activations.capture), on windows of the train shard. Online writes nothin
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ class StoredInputs:
         first = self.acts[layers[0]]
         self.windows, self.seq_len, self.device = len(first), int(first.meta["seq_len"]), device
 
-    def __call__(self, ids: Any, names: tuple[str, ...] = ("x", "h")) -> Inputs:
+    def __call__(self, ids: Sequence[int] | np.ndarray, names: tuple[str, ...] = ("x", "h")) -> Inputs:
         return {
             layer: {n: t.to(self.device, torch.float32) for n, t in acts.get(names, ids).items()}
             for layer, acts in self.acts.items()
@@ -70,7 +71,7 @@ class OnlineInputs:
             self.store, self.handles = capture([self.model.model.layers[i] for i in layers])
 
     @torch.no_grad()
-    def __call__(self, ids: Any, names: tuple[str, ...] = ("x", "h")) -> Inputs:
+    def __call__(self, ids: Sequence[int] | np.ndarray, names: tuple[str, ...] = ("x", "h")) -> Inputs:
         import torch.distributed as dist
 
         ids = np.asarray(ids)

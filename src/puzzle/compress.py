@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -92,18 +93,20 @@ class _Stop(Exception):
     """Ends a forward pass once the first decoder layer's inputs are caught."""
 
 
-def _layer_output(out: Any) -> torch.Tensor:
+def _layer_output(out: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
 @torch.no_grad()
-def first_layer_inputs(model: Any, windows: torch.Tensor, batch: int) -> list[tuple[torch.Tensor, dict[str, Any]]]:
+def first_layer_inputs(
+    model: checkpoint.CausalLM, windows: torch.Tensor, batch: int
+) -> list[tuple[torch.Tensor, dict[str, Any]]]:
     """(hidden states, keyword arguments) with which each batch of `windows` enters decoder layer 0;
     every later layer gets the same keywords (mask, rotary embeddings), so layers can be replayed alone."""
     device = checkpoint.input_device(model)
     caught: list[tuple[torch.Tensor, dict[str, Any]]] = []
 
-    def hook(module: Any, args: tuple, kwargs: dict) -> None:
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
         kwargs = dict(kwargs)
         hidden = args[0] if args else kwargs.pop("hidden_states")
         caught.append((hidden, kwargs))
@@ -122,7 +125,7 @@ def first_layer_inputs(model: Any, windows: torch.Tensor, batch: int) -> list[tu
 
 
 @torch.no_grad()
-def wanda(model: Any, windows: torch.Tensor, batch: int) -> dict[str, Any]:
+def wanda(model: checkpoint.CausalLM, windows: torch.Tensor, batch: int) -> dict[str, Any]:
     """2:4-prune `model` in place with Wanda scores on `windows`; returns per-matrix counts."""
     states = first_layer_inputs(model, windows, batch)
     matrices: dict[str, dict[str, int]] = {}
@@ -130,7 +133,7 @@ def wanda(model: Any, windows: torch.Tensor, batch: int) -> dict[str, Any]:
         linears = block_linears(layer, f"model.layers.{i}")
         sq = {n: torch.zeros(m.in_features, dtype=torch.float32, device=m.weight.device) for n, m in linears.items()}
 
-        def accumulate(name: str) -> Any:
+        def accumulate(name: str) -> Callable[[nn.Linear, tuple], None]:
             def hook(module: nn.Linear, args: tuple) -> None:
                 x = args[0].float()
                 sq[name] += x.pow(2).reshape(-1, x.shape[-1]).sum(0)
@@ -153,7 +156,7 @@ def wanda(model: Any, windows: torch.Tensor, batch: int) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def low_rank(model: Any, keep: float) -> dict[str, Any]:
+def low_rank(model: checkpoint.CausalLM, keep: float) -> dict[str, Any]:
     """Replace every decoder-layer weight of `model` in place by its truncated SVD; per-matrix ranks."""
     if not 0 < keep <= 1:
         raise ValueError(f"keep = {keep}: expected a fraction in (0, 1]")

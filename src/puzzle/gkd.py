@@ -331,7 +331,9 @@ def _gathered(model: torch.nn.Module, dtype: torch.dtype, group: sharding.Group)
 # ---- outputs -------------------------------------------------------------------------------------
 
 
-def write_output(model: Any, child_dir: Path, out: Path, log: list[dict[str, Any]], report: dict[str, Any]) -> None:
+def write_output(
+    model: torch.nn.Module, child_dir: Path, out: Path, log: list[dict[str, Any]], report: dict[str, Any]
+) -> None:
     """The distilled child (save_child: atomic) with the input child's tokenizer and assembly record,
     gkd_log.csv, gkd.png and report.json."""
     carried = tokenizer_files(child_dir, ("assembly.json",))
