@@ -42,10 +42,12 @@ def scores_of(solution):
 
 
 def paper_files(wildcards):
-    """Every artifact's files; a Table 9 this config cannot build stops the paper target (only it)."""
-    problem = paper_plan.narrow_corpus_error(config) if "table9" in PAPER["artifacts"] else None
-    if problem:
-        raise WorkflowError(problem)
+    """Every artifact's files; a Table 5 or 9 this config cannot build stops the paper target (only it)."""
+    checks = {"table5": paper_plan.scratch_error, "table9": paper_plan.narrow_corpus_error}
+    for artifact, check in checks.items():
+        problem = check(config) if artifact in PAPER["artifacts"] else None
+        if problem:
+            raise WorkflowError(problem)
     return PAPER_FILES
 
 

@@ -14,6 +14,11 @@ SWEEP_DIR = PAPER_PLAN.sweep_dir
 LOSS_DIR = PAPER_PLAN.loss_dir  # Table 17: GKD loss variant -> its GKD folder
 GKD_LOSSES = PAPER_PLAN.gkd_losses
 LOSS_EVAL = PAPER_PLAN.loss_eval
+MAIN_GKD = f"{R}/gkd/{MAIN}"
+SCRATCH_DIR = PAPER_PLAN.scratch_dir  # Table 5
+SCRATCH_EVAL = PAPER_PLAN.scratch_eval
+BUDGET_DIR = PAPER_PLAN.budget_dir  # Table 6: GKD budget name -> its GKD folder
+BUDGET_EVAL = PAPER_PLAN.budget_eval
 COMPRESS_METHODS = list(paper_plan.COMPRESS_METHODS)  # Table 18
 COMPRESS_DIR = PAPER_PLAN.compress_dir
 COMPRESS_EVAL = PAPER_PLAN.compress_eval
@@ -118,6 +123,69 @@ use rule evaluate as paper_gkd_loss_eval with:
         out=lambda w, output: os.path.dirname(output[0]),
     log:
         f"{R}/logs/paper/gkd_loss_eval.log",
+
+
+# Table 5: a smaller homogeneous model trained from scratch with the parent's training (paper.scratch),
+# timed and scored in one evaluate job with the parent and the main child after GKD.
+use rule parent as paper_scratch with:
+    output:
+        directory(SCRATCH_DIR),
+    params:
+        cfg=pzc.stage_arg(PAPER_PLAN.scratch_config, "parent"),
+        upstream=pzc.upstream(PAPER_PLAN.scratch_config, "parent"),
+        data=lambda w, input: os.path.dirname(input.tokenizer),
+    log:
+        f"{R}/logs/paper/scratch.log",
+
+
+use rule evaluate as paper_scratch_eval with:
+    input:
+        parent=PARENT,
+        variants=[MAIN_GKD, SCRATCH_DIR],
+        test=f"{R}/data/{CORPUS}/test.bin",
+        solution=MAIN_SOLUTION,
+    output:
+        expand(f"{SCRATCH_EVAL}/{{model}}.json", model=["parent", "child", "scratch"]),
+    params:
+        cfg=pzc.stage_arg(config, "evaluate"),
+        upstream=upstream_of(MAIN, "evaluate"),
+        models=f"--model {Q(f'child={MAIN_GKD}')} --model {Q(f'scratch={SCRATCH_DIR}')}",
+        out=lambda w, output: os.path.dirname(output[0]),
+    log:
+        f"{R}/logs/paper/scratch_eval.log",
+
+
+# Table 6: the main child distilled on a fraction of the GKD budget (paper.gkd_budgets), everything
+# else as rule gkd; every budget evaluated in one job.
+use rule gkd as paper_gkd_budget with:
+    output:
+        directory(f"{PAPER_OUT}/gkd_budget/{{budget}}/{{solution}}"),
+    wildcard_constraints:
+        budget=r"tokens\d+",
+        solution=SOLUTION_ID,
+    params:
+        cfg=lambda w: pzc.stage_arg(PAPER_PLAN.budget_config(w.budget), "gkd"),
+        upstream=lambda w: upstream_of(w.solution, "gkd"),
+        launch=GKD_LAUNCH,
+    log:
+        f"{R}/logs/paper/gkd_budget/{{budget}}/{{solution}}.log",
+
+
+use rule evaluate as paper_gkd_budget_eval with:
+    input:
+        parent=PARENT,
+        variants=list(BUDGET_DIR.values()),
+        test=f"{R}/data/{CORPUS}/test.bin",
+        solution=MAIN_SOLUTION,
+    output:
+        expand(f"{BUDGET_EVAL}/{{budget}}.json", budget=["parent", *BUDGET_DIR]),
+    params:
+        cfg=pzc.stage_arg(config, "evaluate"),
+        upstream=upstream_of(MAIN, "evaluate"),
+        models=" ".join(f"--model {Q(f'{name}={path}')}" for name, path in BUDGET_DIR.items()),
+        out=lambda w, output: os.path.dirname(output[0]),
+    log:
+        f"{R}/logs/paper/gkd_budget_eval.log",
 
 
 # Tables 8-10: another block library (rules/search.smk BLD_VARIANTS): BLD and scoring as rules bld

@@ -3,7 +3,8 @@ further files it reads and the `puzzle report` arguments that name them, and its
 
 Ablation children are ordinary solutions whose id carries an @-suffix (`puzzle.naming`):
 `@lm_loss`, `@greedy`, `@random-s1` change the search, `@bld-<name>` searches another block library
-(`bld_variants`), `...scratch` assembles random weights. rules/paper.smk makes one rule per artifact
+(`bld_variants`), `...scratch` assembles random weights. Table 5 trains a smaller model from scratch
+(`scratch_config`), Table 6 distills the main child on fractions of the GKD budget (`gkd_budget`). rules/paper.smk makes one rule per artifact
 from `Plan.artifacts`, so changing one ablation's setting reruns that ablation's jobs and table only.
 Every path placed into an argument string is shell-quoted here. No pandas, no torch.
 """
@@ -56,6 +57,44 @@ def bld_variants(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: deep_merge(cfg, o) for name, o in overrides.items()}
 
 
+def scratch_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Table 5: the whole config whose `parent.train` is the smaller homogeneous model trained from
+    scratch (`paper.scratch` changes the parent's shape; steps, batch and data stay the parent's)."""
+    return deep_merge(cfg, {"parent": {"train": cfg["paper"]["scratch"]}})
+
+
+def scratch_error(cfg: dict[str, Any]) -> str | None:
+    """Why Table 5's from-scratch model cannot be trained from this config (None: it can). Like Table 9,
+    reported only when the paper target asks for Table 5."""
+    if cfg["parent"]["path"]:
+        return (
+            f"config error: paper.artifacts has table5: the model trained from scratch uses the embedded parent's "
+            f"training (parent.path = null), not parent.path = {cfg['parent']['path']!r} (or drop table5)"
+        )
+    t = scratch_config(cfg)["parent"]["train"]
+    if t["hidden_size"] % t["num_heads"] or t["num_heads"] % t["num_kv_heads"]:
+        return (
+            f"config error: paper.scratch = {cfg['paper']['scratch']}: expected hidden_size {t['hidden_size']} "
+            f"divisible by num_heads {t['num_heads']}, divisible by num_kv_heads {t['num_kv_heads']}"
+        )
+    return None
+
+
+def gkd_budget(cfg: dict[str, Any], fraction: float) -> dict[str, int]:
+    """Table 6: the `gkd` keys of a budget `fraction` of the experiment's GKD: the same key scaled
+    (`gkd.tokens` when set, else `gkd.steps`), at least one step."""
+    g = cfg["gkd"]
+    if g["tokens"]:
+        return {"tokens": max(1, round(fraction * g["tokens"]))}
+    return {"steps": max(1, round(fraction * g["steps"]))}
+
+
+def budget_name(cfg: dict[str, Any], fraction: float) -> str:
+    """A Table 6 budget's folder name: its tokens (`tokens` or steps x batch_size x seq_len)."""
+    g, b = cfg["gkd"], gkd_budget(cfg, fraction)
+    return f"tokens{b['tokens'] if 'tokens' in b else b['steps'] * g['batch_size'] * g['seq_len']}"
+
+
 @dataclass(frozen=True)
 class Artifact:
     """One table or figure: the children (solution ids) it compares, the further files it reads,
@@ -84,6 +123,7 @@ class Plan:
         self.main_id, self.main = main, str(main)
         self.main_solution = self.solution(self.main)
         self.main_costs = f"{results}/costs/{main.target}/costs.csv"
+        self.parent_dir = cfg["parent"]["path"] or f"{results}/parent"
         self.sweep_dir = f"{self.out}/sweep"
         # Fig. 5 / 7: the children evaluated along the throughput sweep (named as the sweep names its points)
         along = solution_ids(
@@ -97,6 +137,14 @@ class Plan:
         self.loss_eval = f"{self.out}/gkd_loss/eval/{self.main}"
         self.compress_dir = f"{self.out}/compress"
         self.compress_eval = f"{self.compress_dir}/eval/{self.main}"
+        # Table 5: a smaller homogeneous model trained from scratch, evaluated with the main child
+        self.scratch_config = scratch_config(cfg)
+        self.scratch_dir = f"{self.out}/scratch/model"
+        self.scratch_eval = f"{self.out}/scratch/eval/{self.main}"
+        # Table 6: the main child distilled on fractions of the GKD budget; the whole budget is the experiment's GKD
+        self.gkd_budgets = {budget_name(cfg, f): f for f in sorted(set(self.paper["gkd_budgets"]), reverse=True)}
+        self.budget_dir = {name: self._budget_dir(name, f) for name, f in self.gkd_budgets.items()}
+        self.budget_eval = f"{self.out}/gkd_budget/eval/{self.main}"
 
     def solution(self, sid: str) -> str:
         return f"{self.results}/search/{sid}/solution.json"
@@ -105,6 +153,15 @@ class Plan:
         if self.loss_config(loss) == self.cfg["gkd"]["loss"]:
             return f"{self.results}/gkd/{self.main}"
         return f"{self.out}/gkd_loss/{loss}/{self.main}"
+
+    def _budget_dir(self, name: str, fraction: float) -> str:
+        if gkd_budget(self.cfg, fraction) == gkd_budget(self.cfg, 1.0):
+            return f"{self.results}/gkd/{self.main}"
+        return f"{self.out}/gkd_budget/{name}/{self.main}"
+
+    def budget_config(self, name: str) -> dict[str, Any]:
+        """The whole config of a Table 6 budget (by folder name): the experiment's, its GKD budget scaled."""
+        return deep_merge(self.cfg, {"gkd": gkd_budget(self.cfg, self.gkd_budgets[name])})
 
     def loss_config(self, loss: str) -> dict[str, bool]:
         """The `gkd.loss` section a loss variant's name ("cosine+kl") spells."""
@@ -168,7 +225,7 @@ class Plan:
             ]
         if artifact in ("fig6", "fig8"):
             return []
-        return [main]  # tables 1, 2, 16, 17, 18
+        return [main]  # tables 1, 2, 5, 6, 16, 17, 18
 
     def extra_of(self, artifact: str) -> tuple[list[Any], str]:
         """Further inputs and `puzzle report` arguments of an artifact beyond its children."""
@@ -183,6 +240,15 @@ class Plan:
             inputs = [*(f"{self.loss_eval}/{loss}.json" for loss in self.gkd_losses), *self.loss_dir.values()]
             variants = (f"--variant {Q(f'{loss}={self.loss_dir[loss]}')}" for loss in self.gkd_losses)
             return inputs, " ".join([f"--loss-eval {Q(self.loss_eval)}", *variants])
+        if artifact == "table5":
+            models = ("parent", "child", "scratch")
+            inputs = [*(f"{self.scratch_eval}/{m}.json" for m in models), self.scratch_dir]
+            return inputs, f"--scratch-eval {Q(self.scratch_eval)} --scratch {Q(self.scratch_dir)}"
+        if artifact == "table6":
+            inputs = [*(f"{self.budget_eval}/{n}.json" for n in ["parent", *self.budget_dir]), *self.budget_dir.values()]
+            budgets = (f"--budget {Q(f'{n}={d}')}" for n, d in self.budget_dir.items())
+            inputs.append(self.parent_dir)  # its report.json: the parent's training tokens
+            return inputs, " ".join([f"--budget-eval {Q(self.budget_eval)}", *budgets, f"--parent {Q(self.parent_dir)}"])
         if artifact == "table18":
             inputs = [
                 *(f"{self.compress_eval}/{m}.json" for m in COMPRESS_METHODS),
