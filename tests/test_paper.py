@@ -124,6 +124,44 @@ def test_table17_one_row_per_loss_with_its_terms_and_validation_kl(tmp_path):
     assert t["paper_mmlu"].tolist() == [78.39, 79.61, 78.55, 81.66]
 
 
+def test_table5_puts_the_model_from_scratch_beside_the_child_at_their_measured_speeds(tmp_path):
+    main = child(tmp_path)
+    parent = eval_row("parent", 0.5, 2.0, 0.0, 100.0)
+    evals = {"parent": parent, "child": eval_row("child", 0.48, 2.2, 0.1, 210.0, parent),
+             "scratch": eval_row("scratch", 0.40, 2.6, 0.5, 220.0, parent)}
+    for m, n in (("parent", 1000), ("child", 600), ("scratch", 500)):
+        evals[m]["parameters"] = n
+    config = {"num_hidden_layers": 3, "hidden_size": 128, "num_key_value_heads": 1, "intermediate_size": 344}
+    t = tables.table5(main, evals, {"config": config, "report": {"tokens_seen": 4096000}})
+    assert t["row"].tolist() == ["parent", "Puzzle child", "from scratch (3 layers, hidden 128, 1 KV heads, FFN 344)"]
+    assert t["training"][2] == "pretraining, 4,096,000 tokens"
+    assert t["measured_speedup"].tolist() == pytest.approx([1.0, 2.1, 2.2])
+    assert t["tok_s"].tolist() == [100.0, 210.0, 220.0] and t["parameters"].tolist() == [1000, 600, 500]
+    assert t["retained_token_acc_pct"].tolist() == pytest.approx([100.0, 96.0, 80.0])
+    assert t["retained_lm_loss_pct"].tolist() == pytest.approx([100.0, 100 * 2.0 / 2.2, 100 * 2.0 / 2.6])
+    assert t["paper_throughput_tok_s"].tolist() == [3385, 5856, 5737]
+    assert t["paper_accuracy"].tolist() == [76.40, 73.98, 70.36]
+
+
+def test_table6_one_row_per_budget_largest_first_with_its_share_of_the_parents_tokens(tmp_path):
+    main = child(tmp_path)
+    parent = main.evals["parent"]
+    evals = {"tokens1000": eval_row("tokens1000", 0.44, 2.4, 0.3, 150.0, parent),
+             "tokens4000": eval_row("tokens4000", 0.48, 2.2, 0.1, 150.0, parent),
+             "tokens2000": eval_row("tokens2000", 0.46, 2.3, 0.2, 150.0, parent)}
+    reports = {n: {"tokens": int(n[6:]), "val_kl_before": 0.4, "val_kl_after": 0.4 / int(n[6:])} for n in evals}
+    t = tables.table6(main, evals, reports, 80_000)
+    assert t["row"].tolist() == ["no uptraining", "4,000 tokens", "2,000 tokens", "1,000 tokens", "parent"]
+    assert t["gkd_tokens"].tolist()[:4] == [0, 4000, 2000, 1000] and math.isnan(t["gkd_tokens"][4])
+    assert t["pct_of_parent_tokens"].tolist()[:4] == pytest.approx([0.0, 5.0, 2.5, 1.25])
+    assert t["retained_token_acc_pct"].tolist() == pytest.approx([90.0, 96.0, 92.0, 88.0, 100.0])
+    assert t["val_kl"].tolist() == pytest.approx([0.4, 0.0001, 0.0002, 0.0004, 0.0])
+    assert t["paper_tokens_b"].tolist()[1:4] == [8.68, 2.9, 0.72] and math.isnan(t["paper_tokens_b"][0])
+    assert t["paper_preserved_pct"].tolist()[1:4] == [99.63, 98.47, 97.79]
+    # a parent not trained here: no share
+    assert math.isnan(tables.table6(main, evals, reports, math.nan)["pct_of_parent_tokens"][1])
+
+
 def test_frontier_is_exactly_the_non_dominated_points():
     x = np.array([1.0, 1.5, 2.0, 3.0, 2.0])
     y = np.array([0.9, 0.9, 0.8, 0.5, 0.7])
@@ -295,7 +333,7 @@ def test_paper_target_plans_the_ablations_and_a_changed_loss_list_replans_table1
     assert sorted(random_init) == ["throughput_1.3x@random-s0-scratch", "unconstrained@scratch"]
     assert "--random-weights 0" in random_init["throughput_1.3x@random-s0-scratch"]
     rules = {rule for rule, _ in before}
-    assert {f"paper_table{t}" for t in (1, 2, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)} | {f"paper_fig{f}" for f in (5, 6, 7, 8)} <= rules
+    assert {f"paper_table{t}" for t in (1, 2, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)} | {f"paper_fig{f}" for f in (5, 6, 7, 8)} <= rules
     assert {"paper_compress", "paper_compress_eval"} <= rules
     assert "paper_sweep" in rules
     # Table 9's narrow library learns from the Bible's activations, tokenized by data_corpus
@@ -315,5 +353,8 @@ def test_paper_target_plans_the_ablations_and_a_changed_loss_list_replans_table1
         return changed | {rule for key in before.keys() & after.keys() if before[key] != after[key] for rule in [key[0]]}
 
     assert replan(gkd_losses=["cosine+kl", "kl"]) == {"paper_gkd_loss", "paper_gkd_loss_eval", "paper_table17"}  # lm -> kl
+    assert replan(gkd_budgets=[0.25, 1]) == {"paper_gkd_budget", "paper_gkd_budget_eval", "paper_table6"}
+    # another shape from scratch: that model's training only (its eval and Table 5 follow from its new output)
+    assert replan(scratch={"num_layers": 1, "intermediate_size": 64}) == {"paper_scratch"}
     # another BLD token budget: its library, scores and child, and Table 10 only
     assert replan(bld_tokens=[1024]) == {"paper_bld", "paper_score", "paper_scores", "search", "assemble", "gkd", "evaluate", "paper_table10"}

@@ -9,7 +9,7 @@ import yaml
 
 from puzzle import config as pzc
 from puzzle.naming import SolutionId, solution_ids
-from puzzle.paper.plan import Plan, bld_variants, narrow_corpus_error
+from puzzle.paper.plan import Plan, bld_variants, gkd_budget, narrow_corpus_error, scratch_error
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,3 +114,37 @@ def test_a_narrow_corpus_that_cannot_be_built_is_named_and_left_out(cfg, message
     cfg = pzc.validate(cfg)
     assert message in narrow_corpus_error(cfg) and "narrow" not in bld_variants(cfg)
     assert narrow_corpus_error(pzc.validate({})) is None
+
+
+def test_table6_budgets_scale_the_gkd_key_that_is_set_and_the_whole_budget_is_the_experiments_gkd():
+    p = plan(default({"paper": {"gkd_budgets": [0.5, 1, 0.25]}}))  # gkd: 100 steps of 8 x 256
+    main = "local/gen_32_128/throughput_2.17x"
+    assert p.budget_dir == {
+        "tokens204800": f"res/x/gkd/{main}",
+        "tokens102400": f"res/x/paper/gkd_budget/tokens102400/{main}",
+        "tokens51200": f"res/x/paper/gkd_budget/tokens51200/{main}",
+    }
+    assert p.budget_config("tokens51200")["gkd"]["steps"] == 25
+    words = shlex.split(p.artifacts()["table6"].args)
+    assert words[words.index("--parent") + 1] == "res/x/parent" and words.count("--budget") == 3
+    # a budget in tokens: the tokens scale (steps follow from them in the GKD stage)
+    q = plan(default({"gkd": {"tokens": 1000}, "paper": {"gkd_budgets": [0.5, 1]}}))
+    assert list(q.budget_dir) == ["tokens1000", "tokens500"] and q.budget_config("tokens500")["gkd"]["tokens"] == 500
+    assert gkd_budget(q.cfg, 1e-9) == {"tokens": 1}
+
+
+def test_table5_trains_the_parents_training_with_the_scratch_shape_or_names_why_it_cannot(tmp_path):
+    cfg = default({"paper": {"scratch": {"num_layers": 2, "num_kv_heads": 2}}})
+    p = plan(cfg)
+    train = p.scratch_config["parent"]["train"]
+    assert {k: v for k, v in train.items() if cfg["parent"]["train"][k] != v} == {"num_layers": 2, "num_kv_heads": 2}
+    assert p.artifacts()["table5"].inputs[-1] == p.scratch_dir == "res/x/paper/scratch/model"
+    assert scratch_error(cfg) is None
+    bad = default({"paper": {"scratch": {"num_kv_heads": 3}}})
+    assert scratch_error(bad) == (
+        "config error: paper.scratch = {'num_kv_heads': 3}: expected hidden_size 128 divisible by num_heads 4, "
+        "divisible by num_kv_heads 3"
+    )
+    (tmp_path / "config.json").write_text((REPO / "tests/data/Llama-3.1-8B.config.json").read_text())
+    real = pzc.validate({"parent": {"path": str(tmp_path)}})
+    assert scratch_error(real).startswith("config error: paper.artifacts has table5: the model trained from scratch")

@@ -3,9 +3,10 @@ further files it reads and the `puzzle report` arguments that name them, and its
 
 Ablation children are ordinary solutions whose id carries an @-suffix (`puzzle.naming`):
 `@lm_loss`, `@greedy`, `@random-s1` change the search, `@bld-<name>` searches another block library
-(`bld_variants`), `...scratch` assembles random weights. Table 5 trains a smaller model from scratch
-(`scratch_config`), Table 6 distills the main child on fractions of the GKD budget (`gkd_budget`). rules/paper.smk makes one rule per artifact
-from `Plan.artifacts`, so changing one ablation's setting reruns that ablation's jobs and table only.
+(`bld_variants`), `...scratch` assembles random weights. Table 5 trains a smaller model from
+scratch (`scratch_config`), Table 6 distills the main child on fractions of the GKD budget
+(`gkd_budget`). rules/paper.smk makes one rule per artifact from `Plan.artifacts`, so changing one
+ablation's setting reruns that ablation's jobs and table only.
 Every path placed into an argument string is shell-quoted here. No pandas, no torch.
 """
 
@@ -245,10 +246,11 @@ class Plan:
             inputs = [*(f"{self.scratch_eval}/{m}.json" for m in models), self.scratch_dir]
             return inputs, f"--scratch-eval {Q(self.scratch_eval)} --scratch {Q(self.scratch_dir)}"
         if artifact == "table6":
-            inputs = [*(f"{self.budget_eval}/{n}.json" for n in ["parent", *self.budget_dir]), *self.budget_dir.values()]
+            evals = [f"{self.budget_eval}/{n}.json" for n in ["parent", *self.budget_dir]]
+            inputs = [*evals, *self.budget_dir.values(), self.parent_dir]  # the parent's report.json: its tokens
             budgets = (f"--budget {Q(f'{n}={d}')}" for n, d in self.budget_dir.items())
-            inputs.append(self.parent_dir)  # its report.json: the parent's training tokens
-            return inputs, " ".join([f"--budget-eval {Q(self.budget_eval)}", *budgets, f"--parent {Q(self.parent_dir)}"])
+            args = [f"--budget-eval {Q(self.budget_eval)}", *budgets, f"--parent {Q(self.parent_dir)}"]
+            return inputs, " ".join(args)
         if artifact == "table18":
             inputs = [
                 *(f"{self.compress_eval}/{m}.json" for m in COMPRESS_METHODS),

@@ -14,6 +14,7 @@ No torch here.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,31 @@ FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
             "help": "a GKD loss variant and its output folder; repeatable",
         },
     ),
+    "scratch_eval": (
+        "--scratch-eval",
+        {"required": True, "metavar": "EVAL_DIR", "help": "eval folder with parent.json, child.json and scratch.json"},
+    ),
+    "scratch": (
+        "--scratch",
+        {"required": True, "metavar": "MODEL_DIR", "help": "the model trained from scratch (its config and report)"},
+    ),
+    "budget_eval": (
+        "--budget-eval",
+        {"required": True, "metavar": "EVAL_DIR", "help": "eval folder with one {budget}.json per GKD budget"},
+    ),
+    "budget": (
+        "--budget",
+        {
+            "action": "append",
+            "required": True,
+            "metavar": "BUDGET=GKD_DIR",
+            "help": "a GKD budget and its output folder (report.json); repeatable",
+        },
+    ),
+    "parent": (
+        "--parent",
+        {"required": True, "metavar": "PARENT_DIR", "help": "the parent (its report.json, when it was trained here)"},
+    ),
     "compressed": (
         "--compressed",
         {
@@ -119,6 +145,21 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
     return dict(pairs)
 
 
+def _table5(args: argparse.Namespace) -> pd.DataFrame:
+    evals = {m: read_json(Path(args.scratch_eval) / f"{m}.json") for m in ("parent", "child", "scratch")}
+    scratch = {f: read_json(Path(args.scratch) / f"{f}.json") for f in ("config", "report")}
+    return tables.table5(_child(args), evals, scratch)
+
+
+def _table6(args: argparse.Namespace) -> pd.DataFrame:
+    budgets = _pairs(args.budget, "--budget")
+    evals = {n: read_json(Path(args.budget_eval) / f"{n}.json") for n in budgets}
+    reports = {n: read_json(Path(d) / "report.json") for n, d in budgets.items()}
+    parent_report = Path(args.parent) / "report.json"  # only a parent trained here has one
+    tokens = read_json(parent_report)["tokens_seen"] if parent_report.exists() else math.nan
+    return tables.table6(_child(args), evals, reports, tokens)
+
+
 def _table17(args: argparse.Namespace) -> pd.DataFrame:
     losses = _pairs(args.variant, "--variant")
     evals = {n: read_json(Path(args.loss_eval) / f"{n}.json") for n in losses}
@@ -160,6 +201,16 @@ ARTIFACTS: dict[str, Artifact] = {
         ("child", "paper_scenario"),
         "measured throughput per timed scenario, parent vs child after GKD, and the search's prediction",
         table=lambda a: tables.table2(_child(a), _pairs(a.paper_scenario, "--paper-scenario")),
+    ),
+    "table5": Artifact(
+        ("child", "scratch_eval", "scratch"),
+        "the child beside a smaller model trained from scratch on the parent's tokens, near its throughput",
+        table=_table5,
+    ),
+    "table6": Artifact(
+        ("child", "budget_eval", "budget", "parent"),
+        "one row per GKD token budget, with the share of the parent's training tokens",
+        table=_table6,
     ),
     "table8": _library_ablation("table8", "mode (coupled / decoupled)"),
     "table9": _library_ablation("table9", "corpus (narrow / mixed)"),

@@ -172,6 +172,68 @@ def library_ablation(artifact: str, children: list[Child], libraries: list[str |
     return with_paper(pd.DataFrame(rows), artifact, keys)
 
 
+def table5(child: Child, evals: dict[str, dict[str, Any]], scratch: dict[str, Any]) -> pd.DataFrame:
+    """Puzzle child (after GKD) vs a smaller homogeneous model trained from scratch with the parent's
+    training, near the child's throughput. `evals`: the eval JSONs of parent, child and scratch from one
+    evaluate job (timings interleaved); `scratch`: that model's config.json and report.json."""
+    key = child.scenario_key
+    config, report = scratch["config"], scratch["report"]
+    shape = (
+        f"{config['num_hidden_layers']} layers, hidden {config['hidden_size']}, "
+        f"{config['num_key_value_heads']} KV heads, FFN {config['intermediate_size']}"
+    )
+
+    def row(label: str, ev: dict[str, Any], training: str) -> dict[str, Any]:
+        return {
+            "row": label,
+            "training": training,
+            "parameters": ev["parameters"],
+            "tok_s": ev["throughput"][key]["tokens_per_s"],
+            "measured_speedup": ev["throughput_ratio"][key],
+            **quality(ev),
+        }
+
+    rows = [
+        ("parent", row("parent", evals["parent"], "pretraining")),
+        ("child", row("Puzzle child", evals["child"], "BLD + GKD from the parent")),
+        (
+            "scratch",
+            row(f"from scratch ({shape})", evals["scratch"], f"pretraining, {report['tokens_seen']:,} tokens"),
+        ),
+    ]
+    return with_paper(pd.DataFrame([r for _, r in rows]), "table5", [k for k, _ in rows])
+
+
+def table6(
+    child: Child,
+    budget_evals: dict[str, dict[str, Any]],
+    gkd_reports: dict[str, dict[str, Any]],
+    parent_tokens: float,
+) -> pd.DataFrame:
+    """GKD token budget: the child before GKD, one row per budget (largest first), the parent.
+    `budget_evals` / `gkd_reports`: budget name -> its eval JSON / its GKD report.json; `parent_tokens`:
+    the parent's training tokens (nan when unknown, e.g. a downloaded parent)."""
+
+    def row(label: str, ev: dict[str, Any], tokens: float, val_kl: float) -> dict[str, Any]:
+        return {
+            "row": label,
+            "gkd_tokens": tokens,
+            "pct_of_parent_tokens": 100 * tokens / parent_tokens,
+            **quality(ev),
+            "val_kl": val_kl,
+        }
+
+    before = next(iter(gkd_reports.values()))["val_kl_before"]  # every budget starts from the same child
+    rows = [(None, row("no uptraining", child.evals["child"], 0, before))]
+    ranked = sorted(budget_evals, key=lambda n: gkd_reports[n]["tokens"], reverse=True)
+    for i, name in enumerate(ranked):
+        r = gkd_reports[name]
+        label = f"{r['tokens']:,} tokens"
+        rows.append((f"budget{i + 1}", row(label, budget_evals[name], r["tokens"], r["val_kl_after"])))
+    rows.append((None, row("parent", child.evals["parent"], math.nan, 0.0)))
+    return with_paper(pd.DataFrame([r for _, r in rows]), "table6", [k for k, _ in rows])
+
+
 def table16(child: Child) -> pd.DataFrame:
     """Effect of GKD: parent, child before GKD, child after GKD."""
     names = {"parent": "parent", "child": "child without GKD", "gkd": "child with GKD"}
