@@ -39,7 +39,7 @@ BAD = {
     "kv_heads_3_of_4": ({"parent": {"train": {"num_heads": 4, "num_kv_heads": 3}}},
                         "config error: parent.train.num_kv_heads = 3: expected a divisor of parent.train.num_heads = 4"),
     "space_kv_heads_3": ({"search_space": {"attention": {"kv_heads": [3]}}},
-                         "config error: search_space.attention.kv_heads.0 = 3: expected a divisor of the parent's 2 KV heads"),
+                         "config error: search_space.attention.kv_heads.0 = 3: expected a divisor of the parent's 4 KV heads"),
     "target_h200": ({"search": {"target": "h200"}}, 'config error: search.target = "h200": expected one of costs.targets'),
     "scenario_missing": ({"search": {"scenario": "nope"}}, 'config error: search.scenario = "nope": expected null or one of'),
     "bld_corpus": ({"bld": {"corpus": "python"}},

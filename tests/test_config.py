@@ -20,7 +20,7 @@ def test_defaults_fill_every_section():
 
 def test_shipped_configs_validate(repo):
     cfg = pzc.load(repo / "config" / "config.yaml")
-    assert cfg["parent"]["train"]["num_kv_heads"] == 2
+    assert cfg["parent"]["train"]["num_kv_heads"] == 4  # the embedded default parent is multi-head
     micro = pzc.load(repo / "config" / "config.yaml", yaml.safe_load((repo / ".test/config/config.yaml").read_text()))
     assert micro["experiment"] == "micro" and micro["parent"]["train"]["num_layers"] == 2
 
