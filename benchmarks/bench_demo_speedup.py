@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--child", action="append", help="comma-separated attention+ffn per layer (repeatable)")
     ap.add_argument("--trials", type=int, default=3, help="independent evaluate-style timings")
     ap.add_argument("--costs", help="a costs.csv to print each child's predicted speed-up from")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    ap.add_argument("--statistic", choices=["median", "min"], default="median")
     args = ap.parse_args()
     cfg = config_mod.load(args.config)
     torch.set_num_threads(cfg["threads"])
@@ -78,10 +80,13 @@ def main() -> None:
         models[name] = costs.build_model(mc, torch.device("cpu"), torch.float32)
     tokens = np.random.default_rng(0).integers(4, pc["vocab_size"], 100_000)
     e = cfg["evaluate"]
-    print(f"scenario {scenario}, {e['repeats']} rounds + {e['warmup']} warm-up per trial, {cfg['threads']} threads")
+    print(f"scenario {scenario}, {e['repeats']} rounds + {e['warmup']} warm-up per trial, {cfg['threads']} threads, "
+          f"{args.statistic} of the {args.clock} clock")
     speedups = {name: [] for name in archs if name != "parent"}
     for trial in range(args.trials):
-        out = evaluate.throughput(models, [scenario], tokens, e["repeats"], e["warmup"], seed=trial)
+        out = evaluate.throughput(
+            models, [scenario], tokens, e["repeats"], e["warmup"], args.statistic, seed=trial, clock=args.clock
+        )
         key = evaluate.scenario_key(scenario)
         base = out["parent"][key]["tokens_per_s"]
         for name in speedups:

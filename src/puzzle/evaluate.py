@@ -107,7 +107,7 @@ def architecture(model: checkpoint.CausalLM) -> str:
 
 def throughput(
     models: dict[str, Any], scenario_list: list[dict[str, Any]], tokens: Any, repeats: int, warmup: int,
-    statistic: str = "median", seed: int = 0,
+    statistic: str = "median", seed: int = 0, clock: str = "wall",
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """{model: {scenario key: {batch, input_len, output_len, tokens_per_s, seconds, measured_as}}}.
 
@@ -120,7 +120,7 @@ def throughput(
         reps.setdefault(architecture(model), name)
     timed = list(reps.values())
     device = checkpoint.input_device(models[timed[0]])
-    timer = timing.Timer(device, warmup, repeats, statistic)
+    timer = timing.Timer(device, warmup, repeats, statistic, clock)
     result: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in models}
     for i, s in enumerate(scenario_list):
         prompts = fixed_windows(tokens, s["batch"], s["input_len"])
