@@ -11,6 +11,7 @@ import pytest
 import tokenizers
 import yaml
 
+from jsonl_corpus import write_repeated_jsonl
 from puzzle import config as pzc
 from puzzle import data
 from puzzle.documents import iter_file_docs
@@ -245,14 +246,7 @@ print(json.dumps({"whole_file_read": whole, "meta": data.run(cfg, out)["files"]}
 
 
 def test_a_300_mb_jsonl_streams_under_an_address_space_limit(tmp_path):
-    # 8 documents of 100 long words, repeated; a BPE that learned them makes each word one token
-    words = ["".join(chr(97 + (i * 7 + j * j * 3) % 26) for j in range(40)) for i in range(8)]
-    docs = [" ".join(words[(k + m * (k + 1)) % 8] for m in range(100)) for k in range(8)]
-    block = "".join(json.dumps({"id": k, "text": d}) + "\n" for k, d in enumerate(docs))
-    repeats = 300_000_000 // len(block)
-    with open(tmp_path / "big.jsonl", "w") as f:
-        for _ in range(repeats):
-            f.write(block)
+    docs, repeats = write_repeated_jsonl(tmp_path / "big.jsonl", 300_000_000)
     size = (tmp_path / "big.jsonl").stat().st_size
     tok = data.train_tokenizer(docs, 1200, tmp_path / "tok")
     expected = repeats * sum(len(tok(d, add_special_tokens=False)["input_ids"]) + 1 for d in docs)
