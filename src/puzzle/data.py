@@ -30,7 +30,7 @@ import sysconfig
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -38,6 +38,9 @@ from tqdm import tqdm
 from puzzle import config as config_mod
 from puzzle.documents import iter_file_docs
 from puzzle.io import ArtifactError, atomic_dir, atomic_path, write_json
+
+if TYPE_CHECKING:  # transformers is imported where a tokenizer is made or read
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 SPLITS = ("train", "valid", "test")
 SPECIAL_TOKENS = ["<|bos|>", "<|eos|>", "<|pad|>", "<|unk|>"]  # ids 0..3
@@ -163,7 +166,9 @@ def _chunks(docs: Iterable[str], size: int = 1 << 16) -> Iterator[str]:
             yield d[i : i + size]
 
 
-def train_tokenizer(docs: Iterable[str], vocab_size: int, out_dir: str | os.PathLike, max_length: int = 4096) -> Any:
+def train_tokenizer(
+    docs: Iterable[str], vocab_size: int, out_dir: str | os.PathLike, max_length: int = 4096
+) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on `docs` and save it as an HF fast tokenizer in `out_dir`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -192,13 +197,13 @@ def train_tokenizer(docs: Iterable[str], vocab_size: int, out_dir: str | os.Path
     return hf
 
 
-def save_tokenizer(tokenizer: Any, out_dir: str | os.PathLike) -> None:
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, out_dir: str | os.PathLike) -> None:
     """save_pretrained into a temporary folder, then rename: no half-written tokenizer."""
     with atomic_dir(out_dir) as tmp:
         tokenizer.save_pretrained(str(tmp))
 
 
-def load_tokenizer(path: str | os.PathLike) -> Any:
+def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path))
@@ -240,7 +245,9 @@ def _encode_batch(batch: list[tuple[str, str]]) -> dict[str, np.ndarray]:
     return {s: np.fromiter(itertools.chain.from_iterable(v), dtype=dtype) for s, v in ids.items()}
 
 
-def encoded_batches(tokenizer: Any, batches: Iterable[list[tuple[str, str]]], workers: int) -> Iterator[dict]:
+def encoded_batches(
+    tokenizer: PreTrainedTokenizerBase, batches: Iterable[list[tuple[str, str]]], workers: int
+) -> Iterator[dict]:
     """_encode_batch of every batch, in order, by `workers` processes (1: in this process).
 
     At most 2 x workers batches are in flight (Pool.imap would read the whole input ahead), so memory
@@ -286,7 +293,7 @@ def _batches(labeled: Iterable[tuple[str, str]], counts: dict[str, dict[str, int
 
 
 def write_shards(
-    tokenizer: Any, labeled: Iterable[tuple[str, str]], out_dir: Path, workers: int
+    tokenizer: PreTrainedTokenizerBase, labeled: Iterable[tuple[str, str]], out_dir: Path, workers: int
 ) -> dict[str, dict[str, int]]:
     """Tokenize a stream of (split, document) into out_dir/{split}.bin, appended batch by batch.
 

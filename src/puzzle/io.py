@@ -10,7 +10,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:  # pandas is imported by the CSV functions alone
+    import pandas as pd
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -70,7 +73,7 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ArtifactError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
 
 
-def read_csv(path: str | os.PathLike) -> "Any":
+def read_csv(path: str | os.PathLike) -> pd.DataFrame:
     """A CSV file as a pandas DataFrame; a missing, binary, empty or malformed file raises
     ArtifactError naming it."""
     import pandas as pd
@@ -87,7 +90,7 @@ def read_csv(path: str | os.PathLike) -> "Any":
         raise ArtifactError(f"{path}: not a valid CSV ({' '.join(str(e).split())})") from None
 
 
-def write_csv(path: str | os.PathLike, frame: "Any") -> None:
+def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
     """Write a pandas DataFrame atomically (no index column)."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
