@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from puzzle import cli, cost_model, plan
+from puzzle import bld_plan, cli, cost_model, library, plan
 from puzzle import config as config_mod
 
 REAL = Path(__file__).parent / "data" / "real-configs"
@@ -75,15 +75,26 @@ def test_70b_inference_stages_span_several_gpus_of_one_node(tmp_path):
     p = plan.build(cfg, CFG_70B)
     weights = plan.model_bytes(cost_model.Arch.from_config(CFG_70B), "bfloat16")
     assert weights == pytest.approx(141.1 * GB, rel=1e-3)
-    for stage in ("activations", "bld", "score", "evaluate"):
+    for stage in plan.SPANS_GPUS:  # activations, evaluate: placed over the job's GPUs
         s = p[stage]
         assert 1 < s.gpus_per_job <= 8 and s.gpu_bytes_per_gpu <= 0.8 * 80 * GB, s
         # the fewest GPUs: one fewer would not hold the stage's bytes
         assert s.gpu_bytes_per_gpu * s.gpus_per_job > 0.8 * 80 * GB * (s.gpus_per_job - 1), s
     assert p["activations"].gpus_per_job == 3  # ceil(141.1 / 64)
+    assert p["evaluate"].gpus_per_job == 5  # the parent and one child: ceil((282.2 + logits) / 64)
     gkd = p["gkd"]
     assert (gkd.gpus_per_job, gkd.nodes) == (40, 5) and gkd.gpu_bytes_per_gpu <= 0.8 * 80 * GB
-    assert p.problems() == []
+    # scoring and BLD's online teacher run the parent on one GPU: 141 GB cannot; the plan stops there
+    assert [(s.stage, s.gpus_per_job) for s in p.stages if s.gpu_bytes_per_gpu > 0.8 * 80 * GB] == [
+        ("bld", 1), ("score", 1)]
+    assert p.problems() == [
+        f"{stage}: {p[stage].gpu_bytes_per_gpu / GB:.1f} GB per GPU on 1 GPU(s) (this stage runs its model on one "
+        "GPU), more than plan.gpu_memory_fraction 0.8 x 80 GB of a h100_sxm" for stage in ("bld", "score")]
+    # BLD: the whole bf16 parent (the last layer's job) + every trained entry of a layer in one group
+    arch = cost_model.Arch.from_config(CFG_70B)
+    trained = [n for n in library.entries(cfg, arch.shape) if library.needs_training(n, arch.shape)]
+    assert p["bld"].gpu_bytes_per_gpu == bld_plan.parent_bytes(arch) + sum(
+        bld_plan.entry_state_bytes(n, arch, 256) for n in trained)
 
 
 def test_infeasible_plans_name_the_stage_and_the_numbers(tmp_path):
@@ -93,9 +104,9 @@ def test_infeasible_plans_name_the_stage_and_the_numbers(tmp_path):
         plan.build(cfg, CFG_70B).check()
     # GKD on one node: 40 GPUs' worth of state on 8
     cfg = real_config(tmp_path, "llama-3.3-70b-h100.yaml", CFG_70B, slurm={"gkd_nodes": 1})
-    problems = plan.build(cfg, CFG_70B).problems()
-    assert len(problems) == 1 and problems[0].startswith("gkd: ") and "GB per GPU on 8 GPU(s), more than " \
-        "plan.gpu_memory_fraction 0.8 x 80 GB of a h100_sxm" in problems[0], problems
+    problems = [line for line in plan.build(cfg, CFG_70B).problems() if line.startswith("gkd: ")]
+    assert len(problems) == 1 and "GB per GPU on 8 GPU(s), more than plan.gpu_memory_fraction 0.8 x 80 GB of a " \
+        "h100_sxm" in problems[0], problems
     cfg = real_config(tmp_path, "llama-3.1-8b-h100.yaml", CFG_8B, plan={"disk_limit_gb": 100})
     with pytest.raises(plan.PlanError, match=r"^plan error: disk: 428.0 GB written in all \(bld 273.8 GB\), "
                                              r"more than plan.disk_limit_gb = 100$"):

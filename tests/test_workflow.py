@@ -56,6 +56,12 @@ def test_real_model_config_dry_run_plans_without_training_a_parent(repo, tmp_pat
     cfg["parent"]["path"], cfg["data"]["files"] = str(parent), [str(text)]
     (tmp_path / "real.yaml").write_text(yaml.safe_dump(cfg))
     r = snakemake(repo, tmp_path / "wd", "-n", "--configfile", str(tmp_path / "real.yaml"), env=venv_env)
+    if name.startswith("llama-3.3-70b"):
+        # scoring and BLD's online teacher run the 141 GB parent on one GPU: the plan stops before any job
+        assert r.returncode != 0 and "plan error: bld: 195.1 GB per GPU on 1 GPU(s) (this stage runs its model on " \
+            "one GPU), more than plan.gpu_memory_fraction 0.8 x 80 GB of a h100_sxm (and 1 more)" in r.stderr, r.stderr
+        assert not (tmp_path / "wd" / "results").exists()
+        return
     assert r.returncode == 0, r.stderr + r.stdout
     assert "rule data:" in r.stdout and "rule parent:" not in r.stdout
     # 0.25B BLD tokens per block: the parent runs inside the BLD jobs, so only held-out activations are dumped
@@ -74,9 +80,6 @@ def test_real_model_config_dry_run_plans_without_training_a_parent(repo, tmp_pat
             k: (str(want[k]) if k in want else None) for k in ("mem_mb", "runtime", "gpu", "nodes")}, (rule, got)
         s = plan[stage]
         assert s.gpu_bytes_per_gpu <= 80e9 and s.gpus_per_job // s.nodes <= 8, s
-    if name.startswith("llama-3.3-70b"):
-        assert int(planned["score"]["gpu"]) > 1 and int(planned["gkd"]["nodes"]) == 5
-        return
     # Table 9 needs an embedded narrow corpus: only the paper target stops, naming the key
     r = snakemake(repo, tmp_path / "wd", "-n", "paper", "--configfile", str(tmp_path / "real.yaml"), env=venv_env)
     assert r.returncode != 0 and "paper.artifacts has table9: expected data.source = embedded, not 'files'" in r.stderr + r.stdout

@@ -9,8 +9,11 @@ of a GPU's memory on every GPU of a node, more GPUs than `slurm.gpus_per_node`, 
 `slurm.node_memory_gb`, or a disk total over `plan.disk_limit_gb`.
 
 What is counted, per stage (P = parameters, bytes at the stored dtype of config.json unless the stage
-sets its own; a stage whose model does not fit one GPU spans ceil(bytes / usable GPU bytes) GPUs, the
-placement being the stage's loader's; its hours are one GPU's, the GPUs holding layers in turn):
+sets its own). A stage whose loader places its model over the job's GPUs (SPANS_GPUS: checkpoint.load
+over checkpoint.devices_for) and whose bytes do not fit one GPU gets ceil(bytes / usable GPU bytes) GPUs;
+its hours are one GPU's, the GPUs holding layers in turn. The other stages run their model on one device
+(scoring loads with split=False, BLD's teacher prefix and the costs stacks go to the job's device), so
+their bytes must fit one GPU:
 
     data         CPU; shards = text bytes x shard itemsize / 4 (about 4 characters per token)
     activations  the parent + the dump (x, h, y per layer) of train (stored teacher only) and valid
@@ -60,6 +63,8 @@ CHECKPOINT_BYTES = 4 + 8  # float32 weights + two AdamW moments per trained para
 CSV_ROW_BYTES = 200  # one scored composition in scores/layer_i.csv
 # evaluate scores the parent, the child and its GKD version, holding one of them beside the parent at a time
 EVAL_MODELS, EVAL_HELD = 3, 2
+# Stages whose model checkpoint.load places over all the job's GPUs (device=devices_for(...)).
+SPANS_GPUS = frozenset({"activations", "evaluate"})
 STAGES = ("data", "parent", "activations", "bld", "score", "costs", "search", "assemble", "gkd", "evaluate")
 
 
@@ -112,9 +117,10 @@ class Plan:
         for s in self.stages:
             per_node = s.gpus_per_job // s.nodes
             if s.gpus_per_job and s.gpu_bytes_per_gpu > usable:
-                out.append(f"{s.stage}: {s.gpu_bytes_per_gpu / 1e9:.1f} GB per GPU on {s.gpus_per_job} GPU(s), more "
-                           f"than plan.gpu_memory_fraction {self.gpu_fraction:g} x {self.device.memory_gb:g} GB of a "
-                           f"{self.device.name}")
+                one = "" if s.stage in SPANS_GPUS or s.stage == "gkd" else " (this stage runs its model on one GPU)"
+                out.append(f"{s.stage}: {s.gpu_bytes_per_gpu / 1e9:.1f} GB per GPU on {s.gpus_per_job} GPU(s){one}, "
+                           f"more than plan.gpu_memory_fraction {self.gpu_fraction:g} x {self.device.memory_gb:g} GB "
+                           f"of a {self.device.name}")
             if per_node > self.gpus_per_node:
                 out.append(f"{s.stage}: {per_node} GPUs per job on one node, more than slurm.gpus_per_node = "
                            f"{self.gpus_per_node}")
@@ -206,13 +212,6 @@ def forward_flops(arch: cost_model.Arch, seq: int) -> float:
     return arch.num_hidden_layers * bld_plan.parent_layer_flops(arch, seq) + 2.0 * arch.hidden_size * arch.vocab_size
 
 
-def _gpus(need: float, usable: float, slurm: dict[str, Any]) -> int:
-    """GPUs of an inference job: none when slurm.gpus_per_job = 0, else enough to hold `need`."""
-    if not slurm["gpus_per_job"]:
-        return 0
-    return max(slurm["gpus_per_job"], math.ceil(need / usable))
-
-
 def _hours(flops: float, dev: cost_model.Device, gpus: int = 1) -> float:
     return flops / (max(gpus, 1) * dev.peak_tflops * 1e12) / 3600
 
@@ -261,11 +260,13 @@ class _Parts:
 
     def gpu_job(self, stage: str, jobs: int, need: float, host: float, disk: float, flops: float,
                 longest_flops: float) -> StagePlan:
-        """A one-node job holding `need` bytes over the fewest GPUs that fit; its hours are one GPU's
-        (the GPUs hold layers in turn)."""
-        gpus = _gpus(need, self.usable, self.cfg["slurm"])
-        return StagePlan(stage, jobs, gpus, math.ceil(need / gpus) if gpus else 0, int(host), int(disk), flops,
-                         _hours(longest_flops, self.dev))
+        """A one-node job holding `need` bytes: over the fewest GPUs that fit for a stage of SPANS_GPUS,
+        else on one GPU (slurm.gpus_per_job requested, as configured); its hours are one GPU's."""
+        gpus = self.cfg["slurm"]["gpus_per_job"]
+        if gpus and stage in SPANS_GPUS:
+            gpus = max(gpus, math.ceil(need / self.usable))
+        per_gpu = math.ceil(need / gpus) if stage in SPANS_GPUS and gpus else need if gpus else 0
+        return StagePlan(stage, jobs, gpus, per_gpu, int(host), int(disk), flops, _hours(longest_flops, self.dev))
 
 
 def build(cfg: dict[str, Any], parent_cfg: dict[str, Any]) -> Plan:
