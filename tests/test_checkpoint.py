@@ -175,3 +175,23 @@ def test_a_model_that_must_stay_whole_is_refused_before_reading(tiny_llama, monk
     monkeypatch.setattr(checkpoint, "read_tensors", lambda *a: pytest.fail("weights read"))
     with pytest.raises(ValueError, match=r"needs more than one device \(\['cpu', 'disk'\]\), and this stage runs it"):
         checkpoint.load(root / "fp32", max_memory={"cpu": 256 * 64 * 4 + layer + 1000, "disk": 10**9}, split=False)
+
+
+def test_a_split_parent_dumps_the_activations_of_a_whole_one(tiny_llama, tmp_path):
+    from puzzle import activations
+
+    root, _ = tiny_llama
+    windows = torch.randint(0, 256, (3, 16), generator=torch.Generator().manual_seed(5))
+    act = {"dtype": "fp32", "chunk_windows": 2, "batch_size": 2}
+    whole = checkpoint.load(root / "fp32")
+    layer = sum(p.numel() * 4 for p in whole.model.layers[0].parameters())
+    split = checkpoint.load(root / "fp32", max_memory={"cpu": 256 * 64 * 4 + layer + 1000, "disk": 10**9},
+                            offload_folder=tmp_path / "offload")
+    assert "disk" in split.hf_device_map.values()
+    activations.dump(whole, windows, tmp_path / "whole", act)
+    activations.dump(split, windows, tmp_path / "split", act)
+    files = sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole").rglob("*.safetensors"))
+    assert files and files == sorted(p.relative_to(tmp_path / "split") for p in (tmp_path / "split").rglob("*.safetensors"))
+    for f in files:
+        want, got = load_file(str(tmp_path / "whole" / f)), load_file(str(tmp_path / "split" / f))
+        assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
