@@ -190,8 +190,11 @@ def test_a_split_parent_dumps_the_activations_of_a_whole_one(tiny_llama, tmp_pat
     assert "disk" in split.hf_device_map.values()
     activations.dump(whole, windows, tmp_path / "whole", act)
     activations.dump(split, windows, tmp_path / "split", act)
-    files = sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole").rglob("*.safetensors"))
-    assert files and files == sorted(p.relative_to(tmp_path / "split") for p in (tmp_path / "split").rglob("*.safetensors"))
+    def chunks(d):
+        return sorted(p.relative_to(d) for p in d.rglob("*.safetensors"))
+
+    files = chunks(tmp_path / "whole")
+    assert files and files == chunks(tmp_path / "split")
     for f in files:
         want, got = load_file(str(tmp_path / "whole" / f)), load_file(str(tmp_path / "split" / f))
         assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
