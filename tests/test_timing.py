@@ -137,4 +137,26 @@ def test_evaluate_throughput_is_timed_by_the_same_rounds(monkeypatch):
         {"name": "s", "batch": 2, "input_len": 4, "output_len": 3}], tokens, repeats=3, warmup=1)
     assert seen == {"n": 2, "repeats": 3, "warmup": 1}  # equal architectures share one measurement
     assert out["same"]["s_b2"]["measured_as"] == "parent" and len(out["child"]["s_b2"]["seconds"]) == 3
-    assert out["child"]["s_b2"]["tokens_per_s"] > 0
+    assert out["child"]["s_b2"]["tokens_per_s"] > 0 and "speedup_interval" not in out["child"]["s_b2"]
+    ref = evaluate.throughput({"parent": parent, "child": child, "same": parent}, [
+        {"name": "s", "batch": 2, "input_len": 4, "output_len": 3}], tokens, repeats=3, warmup=1, reference="parent")
+    lo, hi = ref["child"]["s_b2"]["speedup_interval"]
+    ratio = ref["child"]["s_b2"]["tokens_per_s"] / ref["parent"]["s_b2"]["tokens_per_s"]
+    assert 0 < lo <= hi and ratio > 0 and ref["same"]["s_b2"]["speedup_interval"] == [1.0, 1.0]
+
+
+def test_measured_speedup_interval_is_paired_over_rounds_and_too_wide_one_is_named(capsys):
+    # rounds where the whole machine slows down: the common slowdown cancels in the paired ratio
+    raw = {"parent": [2.0, 4.0, 2.0, 6.0], "child": [1.0, 2.0, 1.0, 3.0]}
+    boot = dict(zip(raw, timing.resampled(list(raw.values()), "median", resamples=200, seed=0)))
+    lo, hi = timing.interval(boot["parent"] / boot["child"], 0.9)
+    assert lo == pytest.approx(2.0) and hi == pytest.approx(2.0)
+    speed = {"s_b2": {"tokens_per_s": 25.0, "speedup_interval": [2.0, 3.0]}}
+    parent = {"s_b2": {"tokens_per_s": 10.0}}
+    evaluate.warn_unmeasurable("child", speed, parent, 0.5)  # 1.0 wide at 2.5x: within half of it
+    assert capsys.readouterr().err == ""
+    evaluate.warn_unmeasurable("child", speed, parent, 0.1)
+    assert capsys.readouterr().err == (
+        "evaluate: warning: child s_b2: measured speed-up 2.50x in [2.00, 3.00], wider than evaluate.max_spread = "
+        "0.1 of it: this machine was too busy to measure it (rerun on a quieter one, or raise evaluate.repeats)\n"
+    )

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -107,14 +109,17 @@ def architecture(model: checkpoint.CausalLM) -> str:
 
 def throughput(
     models: dict[str, Any], scenario_list: list[dict[str, Any]], tokens: Any, repeats: int, warmup: int,
-    statistic: str = "median", seed: int = 0, clock: str = "wall",
+    statistic: str = "median", seed: int = 0, clock: str = "wall", reference: str | None = None,
+    level: float = 0.9,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """{model: {scenario key: {batch, input_len, output_len, tokens_per_s, seconds, measured_as}}}.
 
     Timed by the costs stage's harness (timing.time_calls): after warm-up, every round times one
     generation of every architecture in a shuffled order, each round's common slowdown is divided
     out, and tokens_per_s is batch * output_len over the statistic of those seconds; `seconds` are
-    the raw times of the rounds."""
+    the raw times of the rounds. With a `reference` model, each entry also has `speedup_interval`:
+    the central `level` of its speed-up over the reference across bootstrap resamples of whole rounds
+    (paired, as they were timed together)."""
     reps: dict[str, str] = {}
     for name, model in models.items():
         reps.setdefault(architecture(model), name)
@@ -129,6 +134,7 @@ def throughput(
         raw = timing.time_calls(calls, timer, seed=seed + i)
         stat = dict(zip(timed, timing.summarize(raw, statistic)))
         seconds = dict(zip(timed, raw))
+        boot = dict(zip(timed, timing.resampled(raw, statistic, seed=seed + i))) if reference else {}
         for name, model in models.items():
             rep = reps[architecture(model)]
             result[name][scenario_key(s)] = {
@@ -137,6 +143,9 @@ def throughput(
                 "seconds": seconds[rep],
                 "measured_as": rep,
             }
+            if reference:
+                ratio = boot[reps[architecture(models[reference])]] / boot[rep]
+                result[name][scenario_key(s)]["speedup_interval"] = [float(x) for x in timing.interval(ratio, level)]
     return result
 
 
@@ -183,6 +192,9 @@ def relative(row: dict[str, Any], parent: dict[str, Any]) -> dict[str, Any]:
         "throughput_ratio": {
             k: v["tokens_per_s"] / parent["throughput"][k]["tokens_per_s"] for k, v in row["throughput"].items()
         },
+        "throughput_ratio_interval": {
+            k: v.get("speedup_interval", [1.0, 1.0]) for k, v in row["throughput"].items()  # the parent's own: 1
+        },
         "retained_pct": {"token_acc": 100 * q["token_acc"] / pq["token_acc"], "lm_loss": 100 * pq["lm_loss"] / q["lm_loss"]},
     }
 
@@ -228,7 +240,11 @@ def evaluate(
         model = load_model(path, device, dtype)
         arch = arch_of[name] = architecture(model)
         if arch not in speeds:
-            timed = throughput({"parent": parent, name: model}, scenario_list, tokens, e["repeats"], e["warmup"])
+            timed = throughput(
+                {"parent": parent, name: model}, scenario_list, tokens, e["repeats"], e["warmup"],
+                reference="parent", level=e["interval"],
+            )
+            warn_unmeasurable(name, timed[name], timed["parent"], e["max_spread"])
             speeds[arch] = (timed[name], timed["parent"])
             speeds.setdefault(parent_arch, (timed["parent"], timed["parent"]))
         rows[name] = row(name, path, model, speeds[arch][0], parent)
@@ -243,6 +259,20 @@ def evaluate(
         r.update(relative(r, beside))
         write_json(Path(out_dir) / f"{name}.json", r)
     return rows
+
+
+def warn_unmeasurable(name: str, speed: dict[str, Any], parent: dict[str, Any], max_spread: float) -> None:
+    """Says so when the machine was too unsteady to measure a model's speed-up: its interval wider
+    than `max_spread` of the speed-up (evaluate.max_spread); the JSON keeps the interval either way."""
+    for key, v in speed.items():
+        ratio, (lo, hi) = v["tokens_per_s"] / parent[key]["tokens_per_s"], v["speedup_interval"]
+        if hi - lo > max_spread * ratio:
+            print(
+                f"evaluate: warning: {name} {key}: measured speed-up {ratio:.2f}x in [{lo:.2f}, {hi:.2f}], wider than "
+                f"evaluate.max_spread = {max_spread:g} of it: this machine was too busy to measure it (rerun on a "
+                "quieter one, or raise evaluate.repeats)",
+                file=sys.stderr,
+            )
 
 
 def free_memory(device: torch.device) -> None:
@@ -271,6 +301,8 @@ def summarize(run_dirs: list[str], out_csv: str) -> pd.DataFrame:
             for key, t in r["throughput"].items():
                 rec[f"tok_s_{key}"] = t["tokens_per_s"]
                 rec[f"ratio_{key}"] = r["throughput_ratio"][key]
+                lo, hi = r.get("throughput_ratio_interval", {}).get(key, [math.nan, math.nan])
+                rec[f"ratio_{key}_lo"], rec[f"ratio_{key}_hi"] = lo, hi
             records.append(rec)
     frame = pd.DataFrame(records)
     write_csv(out_csv, frame)
