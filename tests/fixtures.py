@@ -119,6 +119,32 @@ def write_shards(
     return data_dir
 
 
+# ---- conversion and loading: any Llama-family class -----------------------------------------------
+
+# a tiny shape every family accepts (Llama, Mistral, Qwen2), for the conversion and checkpoint tests
+TINY = dict(
+    vocab_size=256,
+    hidden_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=172,
+    max_position_embeddings=128,
+    rms_norm_eps=1e-5,
+)
+
+
+def random_model(cls: type[torch.nn.Module], config: Any) -> torch.nn.Module:
+    """`cls(config)` with random weights everywhere (norms and biases included), so a dropped or
+    misnamed tensor shows."""
+    torch.manual_seed(0)
+    model = cls(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    return model
+
+
 # ---- block library ---------------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+from fixtures import TINY, random_model
 from puzzle import checkpoint, convert
 from puzzle.io import ArtifactError
 from puzzle.nemotron_nas import DeciLMForCausalLM
@@ -20,8 +21,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from rss_worker import entries, save_random_llama  # noqa: E402
 
 WORKER = Path(__file__).parent / "rss_worker.py"
-TINY = dict(vocab_size=256, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-            intermediate_size=172, max_position_embeddings=128, rms_norm_eps=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +40,6 @@ def test_every_loader_peaks_within_1_3x_the_model_bytes(big_parent, tmp_path, ve
         # bld_teacher reads layers 0..5 of 12 (and the embedding); float32 doubles the bytes
         assert g["model_bytes"] >= 0.45 * stored_bytes, g
         assert g["rss_bytes"] <= 1.3 * g["model_bytes"], g
-
-
-def random_model(cls, config):
-    torch.manual_seed(0)
-    model = cls(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.3)
-    return model
 
 
 @pytest.fixture

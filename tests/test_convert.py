@@ -15,23 +15,12 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from fixtures import TINY, random_model
 from puzzle import convert
 from puzzle.nemotron_nas import DeciLMForCausalLM
 
-TINY = dict(vocab_size=256, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-            intermediate_size=172, max_position_embeddings=128, rms_norm_eps=1e-5)
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 5000.0, "factor": 8.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 32}
-
-
-def random_model(cls, config):
-    """Random weights everywhere (norms and biases included), so a dropped or misnamed tensor shows."""
-    torch.manual_seed(0)
-    model = cls(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.3)
-    return model
 
 
 def ids(length: int = 10) -> torch.Tensor:
