@@ -80,9 +80,11 @@ def test_real_model_config_dry_run_plans_without_training_a_parent(repo, tmp_pat
             k: (str(want[k]) if k in want else None) for k in ("mem_mb", "runtime", "gpu", "nodes")}, (rule, got)
         s = plan[stage]
         assert s.gpu_bytes_per_gpu <= 80e9 and s.gpus_per_job // s.nodes <= 8, s
-    # Table 9 needs an embedded narrow corpus: only the paper target stops, naming the key
+    # Tables 5 and 9 need the embedded parent and corpus: only the paper target stops, naming both keys
     r = snakemake(repo, tmp_path / "wd", "-n", "paper", "--configfile", str(tmp_path / "real.yaml"), env=venv_env)
-    assert r.returncode != 0 and "paper.artifacts has table9: expected data.source = embedded, not 'files'" in r.stderr + r.stdout
+    out = r.stderr + r.stdout
+    assert r.returncode != 0 and "paper.artifacts has table9: expected data.source = embedded, not 'files'" in out
+    assert "paper.artifacts has table5: the model trained from scratch uses the embedded parent's training" in out
 
 
 def test_bad_config_stops_before_any_job_with_one_line(repo, tmp_path, venv_env):
