@@ -1,6 +1,7 @@
 """The planner, on the public config.json files of Llama-3.1-8B and -70B (no weights)."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -75,21 +76,29 @@ def test_70b_inference_stages_span_several_gpus_of_one_node(tmp_path):
     p = plan.build(cfg, CFG_70B)
     weights = plan.model_bytes(cost_model.Arch.from_config(CFG_70B), "bfloat16")
     assert weights == pytest.approx(141.1 * GB, rel=1e-3)
-    for stage in plan.SPANS_GPUS:  # activations, evaluate: placed over the job's GPUs
+    for stage in plan.SPANS_GPUS:  # activations, evaluate, score: placed over the job's GPUs
         s = p[stage]
         assert 1 < s.gpus_per_job <= 8 and s.gpu_bytes_per_gpu <= 0.8 * 80 * GB, s
         # the fewest GPUs: one fewer would not hold the stage's bytes
         assert s.gpu_bytes_per_gpu * s.gpus_per_job > 0.8 * 80 * GB * (s.gpus_per_job - 1), s
     assert p["activations"].gpus_per_job == 3  # ceil(141.1 / 64)
     assert p["evaluate"].gpus_per_job == 5  # the parent and one child: ceil((282.2 + logits) / 64)
+    # score: the parent's layers split, and on any one GPU at worst a batch's float32 logits (parent's and a
+    # candidate's: batch 1 x 4096 x vocab 128,256), the cached layer inputs (64 windows x 4096 tokens x 8192 x bf16)
+    # and one layer's candidate blocks in bf16: attention with 8, 4, 2, 1 K/V heads of 128 (q and o 8192 x 8192,
+    # norm 8192) and FFNs of widths 28672, 24832, 21504, 14336, 7168, 5632, 2816 (sum 104,960; norm 8192)
+    attention = 4 * (2 * 8192**2 + 8192) + 2 * 8192 * 128 * (8 + 4 + 2 + 1)
+    ffn = 3 * 8192 * 104_960 + 7 * 8192
+    whole = 8 * 4096 * 128_256 + 64 * 4096 * 8192 * 2 + 2 * (attention + ffn)
+    assert p["score"].gpus_per_job == 3 == math.ceil(weights / (0.8 * 80 * GB - whole))
+    assert p["score"].gpu_bytes_per_gpu == math.ceil(weights / 3) + whole
     gkd = p["gkd"]
     assert (gkd.gpus_per_job, gkd.nodes) == (40, 5) and gkd.gpu_bytes_per_gpu <= 0.8 * 80 * GB
-    # scoring and BLD's online teacher run the parent on one GPU: 141 GB cannot; the plan stops there
-    assert [(s.stage, s.gpus_per_job) for s in p.stages if s.gpu_bytes_per_gpu > 0.8 * 80 * GB] == [
-        ("bld", 1), ("score", 1)]
+    # BLD's online teacher runs the parent on one GPU: 141 GB cannot; the plan stops there
+    assert [(s.stage, s.gpus_per_job) for s in p.stages if s.gpu_bytes_per_gpu > 0.8 * 80 * GB] == [("bld", 1)]
     assert p.problems() == [
-        f"{stage}: {p[stage].gpu_bytes_per_gpu / GB:.1f} GB per GPU on 1 GPU(s) (this stage runs its model on one "
-        "GPU), more than plan.gpu_memory_fraction 0.8 x 80 GB of a h100_sxm" for stage in ("bld", "score")]
+        f"bld: {p['bld'].gpu_bytes_per_gpu / GB:.1f} GB per GPU on 1 GPU(s) (this stage runs its model on one "
+        "GPU), more than plan.gpu_memory_fraction 0.8 x 80 GB of a h100_sxm"]
     # BLD: the whole bf16 parent (the last layer's job) + every trained entry of a layer in one group
     arch = cost_model.Arch.from_config(CFG_70B)
     trained = [n for n in library.entries(cfg, arch.shape) if library.needs_training(n, arch.shape)]

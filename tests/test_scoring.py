@@ -349,3 +349,34 @@ def test_heterogeneous_parent_scores_each_layer_against_its_own_block(setup):
     row = by[(1, "attn_kv1", "ffn_noop")]
     assert kl > 1e-4 and row["kl"] == pytest.approx(kl, abs=1e-6)
     assert row["lm_loss"] == pytest.approx(nll, abs=1e-6) and row["token_acc"] == pytest.approx(acc, abs=1e-12)
+
+
+# ---- a parent dispatched over several devices ----------------------------------------------------
+
+
+def test_a_parent_split_over_cpu_and_disk_scores_exactly_as_a_whole_one(setup, tmp_path):
+    """The hook path multi-GPU scoring takes: a layer offloaded to disk has its weights loaded for the direct calls
+    of its parts (and for its own subblocks with no library), one on the CPU runs there; fp32 scores are equal."""
+    whole = scoring.load_parent(setup / "parent", torch.device("cpu"), torch.float32)
+    layer = sum(p.numel() * 4 for p in whole.model.layers[0].parameters())
+    embed = whole.model.embed_tokens.weight.numel() * 4
+    split = scoring.load_parent(setup / "parent", torch.device("cpu"), torch.float32,
+                                max_memory={"cpu": embed + 2 * layer + 1000, "disk": 10**9},
+                                offload_folder=tmp_path / "offload")
+    placed = split.hf_device_map
+    assert placed["model.layers.0"] == "cpu" and placed["model.layers.1"] == placed["model.layers.2"] == "disk"
+    assert placed["lm_head"] == placed["model.norm"] == "disk"
+    attns, ffns = blocks.search_space(scoring.parent_shape(whole), fx.SPACE)
+    windows = scoring.valid_windows(setup / "data", "mixed", 6, 32)
+
+    def scores(model, library, attentions, ffn_variants):
+        cands = [scoring.layer_candidates(model, i, attentions, ffn_variants, library, 8) for i in range(3)]
+        return pd.DataFrame(scoring.score_layers(model, windows, cands, 4, 3, log=lambda m: None))
+
+    want = scores(whole, setup / "lib", attns, ffns)
+    assert (want.kl > 0).sum() == 3 * (len(attns) * len(ffns) - 1)  # every block but the parent's own moves it
+    pd.testing.assert_frame_equal(scores(split, setup / "lib", attns, ffns), want, check_exact=True)
+    # no library: the blocks are the parent's own subblocks, read from the (offloaded) layer
+    own = (["attn_kv2", "attn_noop"], ["ffn_100", "ffn_noop"])
+    pd.testing.assert_frame_equal(scores(split, None, *own), scores(whole, None, *own), check_exact=True)
+    assert all(p.is_meta for p in split.model.layers[1].parameters())  # offloaded again after each use

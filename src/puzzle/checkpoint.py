@@ -22,6 +22,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, overload
 
@@ -358,3 +359,23 @@ def devices_for(device: torch.device) -> list[torch.device]:
     """The devices a stage that picked `device` places its model over: all the job's GPUs for a CUDA device
     (a model that fits the first stays there), else `device` alone."""
     return job_devices() if device.type == "cuda" else [device]
+
+
+@contextmanager
+def weights_on(module: torch.nn.Module) -> Iterator[torch.device]:
+    """`module` of a dispatched model with its weights present on its execution device, for code that calls its parts
+    directly (past the per-block hooks that would otherwise load them); yields that device, where the inputs go.
+    Each accelerate hook in the module runs its pre_forward (an offloaded part's weights are loaded) and, on leaving,
+    its post_forward (they are offloaded again). A plain module yields the device of its weights."""
+    hooks = [(m, m._hf_hook) for m in module.modules() if getattr(m, "_hf_hook", None) is not None]
+    for m, hook in hooks:
+        hook.pre_forward(m)
+    try:
+        tensor = next(module.parameters(), None)
+        if tensor is None:
+            tensor = next(module.buffers())
+        yield tensor.device
+    finally:
+        for m, hook in hooks:
+            hook.post_forward(m, None)
+

@@ -11,16 +11,18 @@ of a GPU's memory on every GPU of a node, more GPUs than `slurm.gpus_per_node`, 
 What is counted, per stage (P = parameters, bytes at the stored dtype of config.json unless the stage
 sets its own). A stage whose loader places its model over the job's GPUs (SPANS_GPUS: checkpoint.load
 over checkpoint.devices_for) and whose bytes do not fit one GPU gets ceil(bytes / usable GPU bytes) GPUs;
-its hours are one GPU's, the GPUs holding layers in turn. The other stages run their model on one device
-(scoring loads with split=False, BLD's teacher prefix and the costs stacks go to the job's device), so
-their bytes must fit one GPU:
+its hours are one GPU's, the GPUs holding layers in turn; what a job holds besides the parent's layers
+(scoring's logits, cached inputs and candidate blocks) is counted whole on each GPU, where it may land.
+The other stages run their model on one device (BLD's teacher prefix and the costs stacks go to the job's
+device), so their bytes must fit one GPU:
 
     data         CPU; shards = text bytes x shard itemsize / 4 (about 4 characters per token)
     activations  the parent + the dump (x, h, y per layer) of train (stored teacher only) and valid
     bld          one job per layer: the online parent (bf16) + the training state of a layer's
                  largest group (bld_plan); library files + one checkpoint (12 B / trained parameter)
     score        one job per layer: the parent + float32 logits of a batch (parent's and candidate's)
-                 + the cached layer inputs; FLOPs of every composition through the layers after it
+                 + the cached layer inputs + the layer's candidate blocks (every library entry of a layer);
+                 FLOPs of every composition through the layers after it
     costs        measured targets: 3 x costs.n_copies parent layers + the non-block part + the KV
                  cache of the largest scenario; analytic targets are CPU jobs
     search       CPU, one job per solution
@@ -63,8 +65,9 @@ CHECKPOINT_BYTES = 4 + 8  # float32 weights + two AdamW moments per trained para
 CSV_ROW_BYTES = 200  # one scored composition in scores/layer_i.csv
 # evaluate scores the parent, the child and its GKD version, holding one of them beside the parent at a time
 EVAL_MODELS, EVAL_HELD = 3, 2
-# Stages whose model checkpoint.load places over all the job's GPUs (device=devices_for(...)).
-SPANS_GPUS = frozenset({"activations", "evaluate"})
+# Stages whose model checkpoint.load places over all the job's GPUs (device=devices_for(...)); scoring runs each
+# layer's parts on that layer's device (scoring.run_layer, checkpoint.weights_on).
+SPANS_GPUS = frozenset({"activations", "evaluate", "score"})
 STAGES = ("data", "parent", "activations", "bld", "score", "costs", "search", "assemble", "gkd", "evaluate")
 
 
@@ -259,14 +262,17 @@ class _Parts:
         return model_bytes(self.arch, _dtype_name(dtype, self.parent_cfg))
 
     def gpu_job(self, stage: str, jobs: int, need: float, host: float, disk: float, flops: float,
-                longest_flops: float) -> StagePlan:
-        """A one-node job holding `need` bytes: over the fewest GPUs that fit for a stage of SPANS_GPUS,
-        else on one GPU (slurm.gpus_per_job requested, as configured); its hours are one GPU's."""
+                longest_flops: float, whole: float = 0) -> StagePlan:
+        """A one-node job holding `need` bytes split over its GPUs and `whole` bytes that may all land on one of
+        them: over the fewest GPUs that fit for a stage of SPANS_GPUS, else on one GPU (slurm.gpus_per_job
+        requested, as configured); its hours are one GPU's."""
         gpus = self.cfg["slurm"]["gpus_per_job"]
-        if gpus and stage in SPANS_GPUS:
-            gpus = max(gpus, math.ceil(need / self.usable))
-        per_gpu = math.ceil(need / gpus) if stage in SPANS_GPUS and gpus else need if gpus else 0
-        return StagePlan(stage, jobs, gpus, per_gpu, int(host), int(disk), flops, _hours(longest_flops, self.dev))
+        spans = stage in SPANS_GPUS and gpus
+        if spans:
+            gpus = max(gpus, math.ceil(need / max(self.usable - whole, 1)))
+        per_gpu = math.ceil(need / gpus) + whole if spans else need + whole if gpus else 0
+        return StagePlan(stage, jobs, gpus, int(per_gpu), int(host), int(disk), flops,
+                         _hours(longest_flops, self.dev))
 
 
 def build(cfg: dict[str, Any], parent_cfg: dict[str, Any]) -> Plan:
@@ -348,13 +354,15 @@ def _score(c: _Parts, parts: dict[int, int]) -> StagePlan:
     for one batch, and the cached layer inputs."""
     sc, arch = c.cfg["scoring"], c.arch
     tokens = sc["valid_windows"] * sc["seq_len"]
+    dtype_bytes = cost_model.DTYPE_BYTES[_dtype_name(sc["dtype"], c.parent_cfg)]
     logits = 2 * 4 * sc["batch_size"] * sc["seq_len"] * arch.vocab_size
-    inputs = tokens * arch.hidden_size * cost_model.DTYPE_BYTES[_dtype_name(sc["dtype"], c.parent_cfg)]
+    inputs = tokens * arch.hidden_size * dtype_bytes
+    candidates = sum(_entry_params(n, arch, c.multiple) for n in library.entries(c.cfg, arch.shape)) * dtype_bytes
     attn, ffn = blocks.search_space(arch.shape, c.cfg["search_space"])
     rows = arch.num_hidden_layers * (len(attn) * len(ffn) - 1) * CSV_ROW_BYTES
     flops = [score_plan.part_flops(c.cfg, c.parent_cfg, i, k, n) for i, n in parts.items() for k in range(1, n + 1)]
-    return c.gpu_job("score", len(flops), c.bytes_at(sc["dtype"]) + logits + inputs, PROCESS_BYTES + c.stored, rows,
-                     sum(flops), max(flops))
+    return c.gpu_job("score", len(flops), c.bytes_at(sc["dtype"]), PROCESS_BYTES + c.stored, rows, sum(flops),
+                     max(flops), whole=logits + inputs + candidates)
 
 
 def _evaluate(c: _Parts, children: int) -> StagePlan:

@@ -62,14 +62,15 @@ COLUMNS = ["layer", "attention", "ffn", "kl", "lm_loss", "token_acc"]
 
 
 
-def load_parent(path: str | Path, device: torch.device, dtype: torch.dtype) -> Any:
+def load_parent(path: str | Path, device: torch.device, dtype: torch.dtype, **placement: Any) -> Any:
     """The parent as a DeciLMForCausalLM (a Llama-family checkpoint is converted while it is read), over the job's
-    devices of `device`'s type."""
+    devices of `device`'s type; `placement`: checkpoint.load's explicit max_memory / offload_folder instead.
+
+    A parent dispatched over several devices is scored layer by layer on each layer's own device: every direct
+    call of a layer's parts runs inside checkpoint.weights_on(layer)."""
     from puzzle import checkpoint
 
-    # Scoring calls the layers' parts directly (past accelerate's per-module hooks) and builds candidate blocks
-    # beside them, so the parent must fit one of the job's GPUs (checked before any weight is read).
-    model = checkpoint.load(path, dtype=dtype, device=checkpoint.devices_for(device), decilm=True, split=False)
+    model = checkpoint.load(path, dtype=dtype, device=checkpoint.devices_for(device), decilm=True, **placement)
     # Every forward here passes no mask: only SDPA then attends causally (eager would not).
     model.config._attn_implementation = "sdpa"
     return model
@@ -86,17 +87,18 @@ def own_composition(model: DeciLMForCausalLM, layer: int, ffns: list[str], multi
 
 
 def subblock_layer(
-    model: DeciLMForCausalLM, layer: int, attention: str, ffn: str, tensors: dict[str, torch.Tensor], multiple: int
+    model: DeciLMForCausalLM, layer: int, attention: str, ffn: str, tensors: dict[str, torch.Tensor], multiple: int,
+    device: torch.device,
 ) -> DeciLMDecoderLayer:
-    """A DeciLMDecoderLayer of block (attention, ffn) in position `layer`, holding exactly `tensors`."""
+    """A DeciLMDecoderLayer of block (attention, ffn) in position `layer` on `device`, holding exactly `tensors`."""
     from puzzle.nemotron_nas import DeciLMDecoderLayer
 
     shape = parent_shape(model)
     cfg = model.config.with_block_config(layer, blocks.block_config(attention, ffn, shape, multiple))
-    p = next(model.parameters())
-    module = DeciLMDecoderLayer(cfg, layer).to(device=p.device, dtype=p.dtype)
+    dtype = model.dtype
+    module = DeciLMDecoderLayer(cfg, layer).to(device=device, dtype=dtype)
     missing, unexpected = module.load_state_dict(
-        {k: v.to(device=p.device, dtype=p.dtype) for k, v in tensors.items()}, strict=False
+        {k: v.to(device=device, dtype=dtype) for k, v in tensors.items()}, strict=False
     )
     if missing or unexpected:
         raise ValueError(
@@ -135,6 +137,7 @@ class LayerCandidates:
     ffn: dict[str, DeciLMDecoderLayer]  # ffn variant -> layer module holding that FFN (attention no-op)
     coupled: dict[tuple[str, str], DeciLMDecoderLayer]  # (attention, ffn) -> layer module holding both
     parent: tuple[str, str] = ("", "")  # the parent's own composition in this layer
+    device: torch.device = torch.device("cpu")  # the parent layer's (execution) device, where the blocks are
 
 
 def layer_candidates(
@@ -145,7 +148,17 @@ def layer_candidates(
     layer's, score_plan.part_compositions), default every attention x FFN one.
 
     Without a library file for one of the layer's own variants, the parent's own subblock is used
-    (the library's are copies of it)."""
+    (the library's are copies of it). The blocks are built on the device the parent's layer runs on."""
+    from puzzle import checkpoint
+
+    with checkpoint.weights_on(model.model.layers[layer]) as device:  # an offloaded layer's weights are loaded
+        return _layer_candidates(model, layer, attentions, ffns, library_dir, multiple, coupled, compositions, device)
+
+
+def _layer_candidates(
+    model: DeciLMForCausalLM, layer: int, attentions: list[str], ffns: list[str], library_dir: str | Path | None,
+    multiple: int, coupled: bool, compositions: list[tuple[str, str]] | None, device: torch.device,
+) -> LayerCandidates:
     d = Path(library_dir) / f"layer_{layer}" if library_dir is not None else None
     parent_attn, parent_ffn = own_composition(model, layer, ffns, multiple)
     own = {k: v for k, v in model.model.layers[layer].state_dict().items()}
@@ -163,7 +176,7 @@ def layer_candidates(
         raise FileNotFoundError(f"layer {layer}: library file {path} of variant {variant} is missing")
 
     comps = [(a, f) for a in attentions for f in ffns] if compositions is None else list(compositions)
-    out = LayerCandidates(layer, comps, {}, {}, {}, (parent_attn, parent_ffn))
+    out = LayerCandidates(layer, comps, {}, {}, {}, (parent_attn, parent_ffn), device)
     if coupled:
         for a, f in comps:
             if a == blocks.ATTN_NOOP and f == blocks.FFN_NOOP:
@@ -175,13 +188,13 @@ def layer_candidates(
                 if not path.exists():
                     raise FileNotFoundError(f"layer {layer}: coupled library file {path} is missing")
                 t = read_library_file(path)
-            out.coupled[(a, f)] = subblock_layer(model, layer, a, f, t, multiple)
+            out.coupled[(a, f)] = subblock_layer(model, layer, a, f, t, multiple, device)
         return out
     # Only the subblocks of these compositions: a part reads its share of the layer's library.
     for a in dict.fromkeys(a for a, _ in comps):
-        out.attention[a] = subblock_layer(model, layer, a, blocks.FFN_NOOP, tensors(a, own_attn), multiple)
+        out.attention[a] = subblock_layer(model, layer, a, blocks.FFN_NOOP, tensors(a, own_attn), multiple, device)
     for f in dict.fromkeys(f for _, f in comps):
-        out.ffn[f] = subblock_layer(model, layer, blocks.ATTN_NOOP, f, tensors(f, own_ffn), multiple)
+        out.ffn[f] = subblock_layer(model, layer, blocks.ATTN_NOOP, f, tensors(f, own_ffn), multiple, device)
     return out
 
 
@@ -209,7 +222,16 @@ def ffn_part(layer: DeciLMDecoderLayer, h: torch.Tensor) -> torch.Tensor:
 def run_layer(
     layer: DeciLMDecoderLayer, h: torch.Tensor, pos: tuple[torch.Tensor, torch.Tensor]
 ) -> torch.Tensor:
-    return ffn_part(layer, attention_part(layer, h, pos))
+    """Parent layer `layer` on `h`, on the layer's device (of a dispatched parent: its weights present there); the
+    output stays on that device."""
+    from puzzle import checkpoint
+
+    with checkpoint.weights_on(layer) as device:
+        return ffn_part(layer, attention_part(layer, h.to(device), to_device(pos, device)))
+
+
+def to_device(pos: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return pos[0].to(device), pos[1].to(device)
 
 
 # Logits elements per head chunk (16 MB in float32). A whole batch's logits (33 MB at 8 x 256 tokens
@@ -237,8 +259,9 @@ def head_stats(
     (flattened). With pbar = None (the parent's own pass), also returns pbar = p @ W_head, the parent's
     distribution folded into hidden size; a given pbar covers one copy of the windows, `h` may stack
     several candidates. The head runs in float32 whatever the model's dtype: bf16 logits would blur
-    KLs of 1e-3. Tokens go through in chunks of about HEAD_CHUNK_ELEMENTS logits."""
-    x = model.model.norm(h[:, :-1]).float().flatten(0, 1)
+    KLs of 1e-3. Tokens go through in chunks of about HEAD_CHUNK_ELEMENTS logits, on head_w's device
+    (`targets` and `pbar` are there)."""
+    x = model.model.norm(h[:, :-1]).float().flatten(0, 1).to(head_w.device)  # norm's own hook places it
     n, vocab = x.shape[0], head_w.shape[0]
     rows = max(HEAD_MIN_ROWS, HEAD_CHUNK_ELEMENTS // vocab)
     lse = torch.empty(n, device=x.device)
@@ -294,8 +317,9 @@ def block_out(
 ) -> torch.Tensor:
     """Block (a, f) of `cand` on the layer input; an attention output is kept in `mids` for the
     FFN variants after it."""
-    if cand.coupled:
-        return run_layer(cand.coupled[(a, f)], h_in, pos)
+    if cand.coupled:  # on the layer's device, like h_in and pos (a no-op block has no tensors to tell it)
+        block = cand.coupled[(a, f)]
+        return ffn_part(block, attention_part(block, h_in, pos))
     if a not in mids:
         mids[a] = attention_part(cand.attention[a], h_in, pos)
     return ffn_part(cand.ffn[f], mids[a])
@@ -326,11 +350,12 @@ def score_layers(
     layers = model.model.layers
     totals = {(c.layer, a, f): Totals() for c in candidates for a, f in c.compositions}
     wanted = {c.layer for c in candidates}
-    head_w = model.lm_head.weight.float()
+    with checkpoint.weights_on(model.lm_head):  # an offloaded head's weight stays held here when it goes back
+        head_w = model.lm_head.weight.float()
     t0 = time.perf_counter()
     for start in range(0, len(windows), batch_size):
         ids = windows[start : start + batch_size].to(device)
-        targets = ids[:, 1:].flatten()
+        targets = ids[:, 1:].flatten().to(head_w.device)
         h = model.model.embed_tokens(ids)
         position_ids = torch.arange(ids.shape[1], device=device).unsqueeze(0)
         pos = model.model.rotary_emb(h, position_ids=position_ids)
@@ -341,7 +366,7 @@ def score_layers(
             h = run_layer(layer, h, pos)
         ref, pbar = head_stats(model, h, targets, None, head_w)
         for cand in candidates:
-            i, h_in = cand.layer, inputs[cand.layer]
+            i, h_in, pos_in = cand.layer, inputs[cand.layer].to(cand.device), to_device(pos, cand.device)
             mids: dict[str, torch.Tensor] = {}
             # The parent's own composition is the parent (library copies of its subblocks): not run,
             # its KL is exactly 0.0 and its loss and accuracy the parent's.
@@ -349,7 +374,7 @@ def score_layers(
                 totals[(i, *cand.parent)].add(ref, ref)
             # The passes of score_plan, which the parts of a layer are cut along.
             for group in score_plan.passes(cand.compositions, cand.parent, candidates_per_pass):
-                hs = [block_out(cand, a, f, h_in, pos, mids) for a, f in group]
+                hs = [block_out(cand, a, f, h_in, pos_in, mids) for a, f in group]
                 x = hs[0] if len(hs) == 1 else torch.cat(hs, dim=0)
                 for layer in layers[i + 1 :]:
                     x = run_layer(layer, x, pos)
