@@ -42,7 +42,7 @@ def entries(path: str, out: str | None) -> dict[str, Any]:
         "evaluate.load_model": lambda: evaluate.load_model(path, CPU, torch.bfloat16),
         "compress.load_parent": lambda: compress.load_parent(path, CPU),
         "gkd.load_model": lambda: gkd.load_model(path, torch.bfloat16),
-        "bld_teacher.load_prefix": lambda: bld_teacher.load_prefix(path, 5, CPU, torch.bfloat16),
+        "bld_teacher.load_prefix": lambda: bld_teacher.load_prefix(path, 5, [CPU], torch.bfloat16),
         "convert.convert_llama": converted,
     }
 

@@ -89,6 +89,43 @@ def test_online_teacher_gives_exactly_the_stored_library_in_fp32(libraries, mode
         (m["variant"], m["nmse_init"], m["nmse_final"]) for m in trained]
 
 
+def test_a_teacher_prefix_split_over_cpu_and_disk_gives_exactly_the_stored_inputs(tiny, tmp_path):
+    """The path a prefix over several GPUs takes (accelerate's hooks): layer 1 offloaded to disk, layer 0 on the
+    CPU; every window's x and h equal the stored fp32 activations and the prefix on one device."""
+    from puzzle import checkpoint
+    from puzzle.bld_teacher import OnlineInputs, StoredInputs
+
+    cpu = torch.device("cpu")
+    stored = StoredInputs(tiny["train"], [0, 1], cpu)
+    whole = checkpoint.load(tiny["parent"])
+    layer = sum(p.numel() * 4 for p in whole.model.layers[0].parameters())
+    budget = {"cpu": whole.model.embed_tokens.weight.numel() * 4 + 2 * layer + 1000, "disk": 10**9}
+    split = OnlineInputs(tiny["parent"], tiny["shard"], [0, 1], stored.windows, stored.seq_len, cpu, torch.float32,
+                         max_memory=budget, offload_folder=tmp_path / "offload")
+    one = OnlineInputs(tiny["parent"], tiny["shard"], [0, 1], stored.windows, stored.seq_len, cpu, torch.float32)
+    placed = split.model.hf_device_map
+    assert placed["model.layers.0"] == "cpu" and placed["model.layers.1"] == "disk", placed
+    assert not hasattr(one.model, "hf_device_map")
+    for ids in ([0, 1, 2, 3], [7, 23, 11]):
+        want, got, whole_got = stored(ids), split(ids), one(ids)
+        for layer in (0, 1):
+            for name in ("x", "h"):
+                t = got[layer][name]
+                assert t.device == cpu and t.dtype == torch.float32
+                assert torch.equal(t, want[layer][name]) and torch.equal(whole_got[layer][name], want[layer][name])
+
+
+def test_the_teacher_prefix_leaves_the_training_gpu_to_the_trained_entries(monkeypatch):
+    from puzzle import bld_teacher, checkpoint
+
+    gpus = [torch.device("cuda", i) for i in range(4)]
+    monkeypatch.setattr(checkpoint, "job_devices", lambda: gpus)
+    assert bld_teacher.prefix_devices(torch.device("cuda", 0)) == gpus[1:]
+    monkeypatch.setattr(checkpoint, "job_devices", lambda: gpus[:1])
+    assert bld_teacher.prefix_devices(torch.device("cuda", 0)) == gpus[:1]  # one GPU: shared, as before
+    assert bld_teacher.prefix_devices(torch.device("cpu")) == [torch.device("cpu")]
+
+
 def test_an_online_job_writes_no_training_activations(libraries):
     online = libraries["decoupled", "online"]
     names = library.entries(_cfg(), blocks.ParentShape(32, 4, 2, 48, 2))

@@ -56,13 +56,6 @@ def test_real_model_config_dry_run_plans_without_training_a_parent(repo, tmp_pat
     cfg["parent"]["path"], cfg["data"]["files"] = str(parent), [str(text)]
     (tmp_path / "real.yaml").write_text(yaml.safe_dump(cfg))
     r = snakemake(repo, tmp_path / "wd", "-n", "--configfile", str(tmp_path / "real.yaml"), env=venv_env)
-    if name.startswith("llama-3.3-70b"):
-        # BLD's online teacher runs the 141 GB parent on one GPU: the plan stops before any job
-        assert r.returncode != 0 and "plan error: bld: 195.1 GB per GPU on 1 GPU(s) (this stage runs its model on " \
-            "one GPU), more than plan.gpu_memory_fraction 0.8 x 80 GB of a h100_sxm" in r.stderr, r.stderr
-        assert "(and 1 more)" not in r.stderr  # scoring spans the job's GPUs: 3 of them
-        assert not (tmp_path / "wd" / "results").exists()
-        return
     assert r.returncode == 0, r.stderr + r.stdout
     assert "rule data:" in r.stdout and "rule parent:" not in r.stdout
     # 0.25B BLD tokens per block: the parent runs inside the BLD jobs, so only held-out activations are dumped
@@ -80,7 +73,10 @@ def test_real_model_config_dry_run_plans_without_training_a_parent(repo, tmp_pat
         assert {k: got.get(k) for k in ("mem_mb", "runtime", "gpu", "nodes")} == {
             k: (str(want[k]) if k in want else None) for k in ("mem_mb", "runtime", "gpu", "nodes")}, (rule, got)
         s = plan[stage]
-        assert s.gpu_bytes_per_gpu <= 80e9 and s.gpus_per_job // s.nodes <= 8, s
+        assert s.gpu_bytes_per_gpu <= 0.8 * 80e9 and s.gpus_per_job // s.nodes <= 8, s  # plan.gpu_memory_fraction
+    if name.startswith("llama-3.3-70b"):  # the 141 GB parent spans GPUs: BLD trains on a 4th beside its prefix
+        assert {r: planned[r]["gpu"] for r in ("activations", "bld", "score", "evaluate")} == {
+            "activations": "3", "bld": "4", "score": "3", "evaluate": "5"}
     # Tables 5 and 9 need the embedded parent and corpus: only the paper target stops, naming both keys
     r = snakemake(repo, tmp_path / "wd", "-n", "paper", "--configfile", str(tmp_path / "real.yaml"), env=venv_env)
     out = r.stderr + r.stdout

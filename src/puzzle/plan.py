@@ -13,13 +13,15 @@ sets its own). A stage whose loader places its model over the job's GPUs (SPANS_
 over checkpoint.devices_for) and whose bytes do not fit one GPU gets ceil(bytes / usable GPU bytes) GPUs;
 its hours are one GPU's, the GPUs holding layers in turn; what a job holds besides the parent's layers
 (scoring's logits, cached inputs and candidate blocks) is counted whole on each GPU, where it may land.
-The other stages run their model on one device (BLD's teacher prefix and the costs stacks go to the job's
-device), so their bytes must fit one GPU:
+BLD's online teacher prefix too, over the job's GPUs but the one training (bld_teacher.prefix_devices): a
+job whose parent and training state do not fit one GPU gets 1 + ceil(parent / usable) GPUs. The costs stacks
+run on one device, so their bytes must fit one GPU:
 
     data         CPU; shards = text bytes x shard itemsize / 4 (about 4 characters per token)
     activations  the parent + the dump (x, h, y per layer) of train (stored teacher only) and valid
     bld          one job per layer: the online parent (bf16) + the training state of a layer's
-                 largest group (bld_plan); library files + one checkpoint (12 B / trained parameter)
+                 largest group (bld_plan), split as above when they exceed one GPU; library files + one
+                 checkpoint (12 B / trained parameter)
     score        one job per layer: the parent + float32 logits of a batch (parent's and candidate's)
                  + the cached layer inputs + the layer's candidate blocks (every library entry of a layer);
                  FLOPs of every composition through the layers after it
@@ -38,6 +40,7 @@ Imports no torch (it plans on a login node). Bytes are decimal (1 GB = 1e9 B).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -120,7 +123,8 @@ class Plan:
         for s in self.stages:
             per_node = s.gpus_per_job // s.nodes
             if s.gpus_per_job and s.gpu_bytes_per_gpu > usable:
-                one = "" if s.stage in SPANS_GPUS or s.stage == "gkd" else " (this stage runs its model on one GPU)"
+                one = "" if s.stage in SPANS_GPUS or s.stage == "gkd" or s.gpus_per_job > 1 else \
+                    " (this stage runs its model on one GPU)"
                 out.append(f"{s.stage}: {s.gpu_bytes_per_gpu / 1e9:.1f} GB per GPU on {s.gpus_per_job} GPU(s){one}, "
                            f"more than plan.gpu_memory_fraction {self.gpu_fraction:g} x {self.device.memory_gb:g} GB "
                            f"of a {self.device.name}")
@@ -344,8 +348,14 @@ def _bld(c: _Parts) -> StagePlan:
     entry_bytes = sum(_entry_params(n, arch, multiple) for n in names) * cost_model.DTYPE_BYTES[
         stored_dtype(c.parent_cfg)]
     checkpoint = CHECKPOINT_BYTES * sum(bld_plan.entry_params(n, arch, multiple)[0] for n in trained)
-    return c.gpu_job("bld", layers, online + state, PROCESS_BYTES + online, layers * (entry_bytes + checkpoint),
-                     (work["train_flops_per_token"] + prefix) * tokens, last * tokens)
+    job = c.gpu_job("bld", layers, online + state, PROCESS_BYTES + online, layers * (entry_bytes + checkpoint),
+                    (work["train_flops_per_token"] + prefix) * tokens, last * tokens)
+    if online and job.gpus_per_job and job.gpu_bytes_per_gpu > c.usable:
+        # bld_teacher.prefix_devices: the training state on the first GPU, the parent over the fewest others
+        others = math.ceil(online / c.usable)
+        job = dataclasses.replace(job, gpus_per_job=max(job.gpus_per_job, 1 + others),
+                                  gpu_bytes_per_gpu=max(state, math.ceil(online / others)))
+    return job
 
 
 def _score(c: _Parts, parts: dict[int, int]) -> StagePlan:
