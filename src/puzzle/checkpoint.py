@@ -13,7 +13,8 @@ under the same tensor names into a DeciLM built on meta, so there is never a sec
 Placement (`device="auto"` or a list of devices): accelerate's `infer_auto_device_map` over the devices, with the
 model's `_no_split_modules` kept whole, fills the devices in order; a model that fits the first stays there as
 one plain module, a larger one is dispatched (`dispatch_model`) and must not be moved with `.to(device)`
-afterwards. `input_device(model)` is where its input ids go either way.
+afterwards. `input_device(model)` is where its input ids go either way; code that calls a dispatched layer's
+parts directly (scoring) runs them inside `weights_on(layer)`.
 """
 
 from __future__ import annotations
@@ -271,11 +272,11 @@ def _assign(model: CausalLM, files: list[Path], dtype: torch.dtype | None, place
 @overload
 def load(path: str | os.PathLike, *, dtype: str | torch.dtype = ..., device: Device | Sequence[Device] = ...,
          decilm: Literal[True], layers: int | None = ..., max_memory: dict[int | str, int] | None = ...,
-         offload_folder: str | os.PathLike | None = ..., split: bool = ...) -> DeciLMForCausalLM: ...
+         offload_folder: str | os.PathLike | None = ...) -> DeciLMForCausalLM: ...
 @overload
 def load(path: str | os.PathLike, *, dtype: str | torch.dtype = ..., device: Device | Sequence[Device] = ...,
          decilm: bool = ..., layers: int | None = ..., max_memory: dict[int | str, int] | None = ...,
-         offload_folder: str | os.PathLike | None = ..., split: bool = ...) -> CausalLM: ...
+         offload_folder: str | os.PathLike | None = ...) -> CausalLM: ...
 def load(
     path: str | os.PathLike,
     *,
@@ -285,7 +286,6 @@ def load(
     layers: int | None = None,
     max_memory: dict[int | str, int] | None = None,
     offload_folder: str | os.PathLike | None = None,
-    split: bool = True,
 ) -> CausalLM:
     """The model of checkpoint folder `path`, in eval mode, with every tensor from its safetensors.
 
@@ -296,8 +296,7 @@ def load(
     layers: only the first `layers` decoder layers (the others are never read).
     max_memory, offload_folder: accelerate's, for a placement over explicit budgets (a "cpu" or "disk" budget
         offloads there; disk needs `offload_folder`).
-    split: False for a caller that needs the model on one device: one that needs more is an error before any
-        weight is read."""
+    A caller that runs a dispatched model's parts directly does so inside `weights_on`."""
     path = Path(path)
     cfg = read_config(path)
     cast = None if dtype == "auto" else dtype
@@ -315,11 +314,6 @@ def load(
         placed = device_map(model, max_memory)
     where = set(placed.values())
     single = torch.device(where.pop()) if len(where) == 1 and where != {"disk"} else None
-    if single is None and not split:
-        raise ValueError(
-            f"{path}: a model of {model_bytes(model) / 2**30:.2f} GiB needs more than one device "
-            f"({sorted({str(d) for d in placed.values()})}), and this stage runs it on one"
-        )
     if single is not None:
         placed = {"": single}
     _assign(model, files, cast, placed, layers, decilm)
