@@ -106,6 +106,20 @@ def test_70b_inference_stages_span_several_gpus_of_one_node(tmp_path):
     assert p.problems() == []
 
 
+def test_a_70b_bld_budget_below_the_parent_groups_the_entries_on_the_training_gpu_alone(tmp_path):
+    # bld.gpu_memory_gb = 30: the 141 GB online parent cannot share it, so it goes over the job's other GPUs and
+    # the 30 GB are the training state's (before, this was refused)
+    cfg = real_config(tmp_path, "llama-3.3-70b-h100.yaml", CFG_70B, bld={"gpu_memory_gb": 30})
+    arch = cost_model.Arch.from_config(CFG_70B)
+    trained = [n for n in library.entries(cfg, arch.shape) if library.needs_training(n, arch.shape)]
+    groups = bld_plan.layer_groups(cfg, CFG_70B, trained, "online")
+    states = [sum(bld_plan.entry_state_bytes(n, arch, 256) for n in g) for g in groups]
+    assert len(groups) > 1 and [n for g in groups for n in g] == trained and max(states) <= 30 * GB
+    p = plan.build(cfg, CFG_70B)
+    assert p["bld"].gpus_per_job == 4 and p["bld"].gpu_bytes_per_gpu == math.ceil(bld_plan.parent_bytes(arch) / 3)
+    assert p.problems() == []
+
+
 def test_infeasible_plans_name_the_stage_and_the_numbers(tmp_path):
     cfg = real_config(tmp_path, "llama-3.3-70b-h100.yaml", CFG_70B, slurm={"gpus_per_node": 1, "gkd_gpus": 1})
     with pytest.raises(plan.PlanError, match=r"^plan error: activations: 3 GPUs per job on one node, more than "

@@ -102,15 +102,14 @@ def entry_groups(names: list[str], state_bytes: list[int], budget_bytes: float |
 
 def layer_groups(cfg: dict[str, Any], parent_cfg: dict[str, Any], names: list[str], teacher: str) -> list[list[str]]:
     """A layer's trained entries in the groups that train together (the same for every layer): they
-    share the job's GPU (`bld.gpu_memory_gb`) with, online, the bf16 parent up to the last layer."""
+    share the job's GPU (`bld.gpu_memory_gb`) with, online, the bf16 parent up to the last layer when it
+    fits there; a larger parent goes over the job's other GPUs (bld_teacher.prefix_devices, plan._bld)."""
     arch, multiple = parent_arch(cfg, parent_cfg), cfg["search_space"]["ffn"]["multiple_of"]
     gb = cfg["bld"]["gpu_memory_gb"]
     if gb is None:
         return [list(names)]
-    budget = gb * 1e9 - (parent_bytes(arch) if teacher == "online" else 0)
-    if budget <= 0:
-        raise ValueError(f"bld.gpu_memory_gb = {gb:g}: the online parent alone takes {parent_bytes(arch) / 1e9:.3g} GB "
-                         "(spreading it over several GPUs is not implemented)")
+    online = parent_bytes(arch) if teacher == "online" else 0
+    budget = gb * 1e9 - (online if online < gb * 1e9 else 0)
     return entry_groups(names, [entry_state_bytes(n, arch, multiple) for n in names], budget)
 
 
