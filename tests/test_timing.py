@@ -160,3 +160,14 @@ def test_measured_speedup_interval_is_paired_over_rounds_and_too_wide_one_is_nam
         "evaluate: warning: child s_b2: measured speed-up 2.50x in [2.00, 3.00], wider than evaluate.max_spread = "
         "0.1 of it: this machine was too busy to measure it (rerun on a quieter one, or raise evaluate.repeats)\n"
     )
+
+
+def test_two_llamas_of_different_shapes_are_timed_apart():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    def llama(layers):
+        shape = {"hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2, "num_key_value_heads": 1}
+        return LlamaForCausalLM(LlamaConfig(vocab_size=96, num_hidden_layers=layers, **shape))
+
+    assert evaluate.architecture(llama(2)) != evaluate.architecture(llama(1))
+    assert evaluate.architecture(llama(2)) == evaluate.architecture(llama(2))

@@ -100,11 +100,18 @@ def greedy_generate(model: checkpoint.CausalLM, prompts: torch.Tensor, output_le
     return torch.cat(tokens, dim=1)
 
 
+SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
+              "vocab_size")
+
+
 def architecture(model: checkpoint.CausalLM) -> str:
     """Models with equal architectures run at the same speed: one measurement serves them all."""
-    layers = getattr(model.config, "block_configs", None)
+    c = model.config
+    layers = getattr(c, "block_configs", None)
     layers = [b.to_dict() for b in layers] if layers is not None else None  # BlockConfig objects
-    return json.dumps([type(model).__name__, layers], sort_keys=True)
+    # a homogeneous model (Llama: the parent, Table 5's model from scratch) is its shape
+    shape = {k: getattr(c, k, None) for k in SHAPE_KEYS}
+    return json.dumps([type(model).__name__, layers, shape], sort_keys=True)
 
 
 def throughput(
