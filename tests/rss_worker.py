@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 import puzzle  # noqa: F401  (registers nemotron-nas with transformers)
-from puzzle import activations, bld_teacher, compress, convert, evaluate, gkd, scoring
+from puzzle import activations, bld_teacher, compress, convert, evaluate, scoring
 
 CPU = torch.device("cpu")
 
@@ -41,19 +41,18 @@ def entries(path: str, out: str | None) -> dict[str, Any]:
         "scoring.load_parent": lambda: scoring.load_parent(path, CPU, torch.bfloat16),
         "evaluate.load_model": lambda: evaluate.load_model(path, CPU, torch.bfloat16),
         "compress.load_parent": lambda: compress.load_parent(path, CPU),
-        "gkd.load_model": lambda: gkd.load_model(path, torch.bfloat16),
         "bld_teacher.load_prefix": lambda: bld_teacher.load_prefix(path, 5, [CPU], torch.bfloat16),
         "convert.convert_llama": converted,
     }
 
 
-def save_random_llama(path: str | Path) -> Path:
-    """A random Llama of about 168M parameters (hidden 1024, 12 layers, vocab 32000, tied embeddings) saved in
-    bf16 as one safetensors file (336 MB): written from random tensors, no model ever built."""
+def save_random_llama(path: str | Path, vocab: int = 32000) -> Path:
+    """A random Llama of about 168M parameters (hidden 1024, 12 layers, vocab 32000, tied embeddings; 143M with
+    vocab 8000) saved in bf16 as one safetensors file (336 MB): written from random tensors, no model ever built."""
     from safetensors.torch import save_file
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=32000, hidden_size=1024, intermediate_size=2816, num_hidden_layers=12,
+    config = LlamaConfig(vocab_size=vocab, hidden_size=1024, intermediate_size=2816, num_hidden_layers=12,
                          num_attention_heads=16, num_key_value_heads=4, tie_word_embeddings=True, dtype="bfloat16")
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in LlamaForCausalLM(config).state_dict().items() if k != "lm_head.weight"}

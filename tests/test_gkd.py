@@ -21,6 +21,7 @@ from puzzle import config as pzc
 from puzzle.config import ConfigError
 from puzzle.data import read_shard
 from puzzle.training import fixed_windows
+from rss_worker import save_random_llama
 
 LAYERS = [("attn_linear", "ffn_50"), PARENT_BLOCK, ("attn_kv1", "ffn_noop")]
 
@@ -55,7 +56,8 @@ def full_kl(child, parent, windows):
 def test_gkd_lowers_the_validation_kl_of_the_assembled_child(tiny, tmp_path, capsys):
     root, parent_dir, child_dir, data = tiny
     out = tmp_path / "gkd"
-    argv = ["gkd", "--cfg", shlex.split(pzc.stage_arg(child_cfg(), "gkd"))[0], "--parent", str(parent_dir), "--child", str(child_dir),
+    argv = ["gkd", "--cfg", shlex.split(pzc.stage_arg(child_cfg(), "gkd"))[0], "--parent", str(parent_dir),
+            "--child", str(child_dir),
             "--train", str(data / "train.bin"), "--valid", str(data / "valid.bin"), "--out", str(out)]
     assert cli.main(argv) == 0
     assert "validation KL" in capsys.readouterr().out
@@ -177,6 +179,21 @@ def test_two_processes_equal_one_and_resume_on_any_number(tiny, tmp_path):
         pd.testing.assert_frame_equal(log_one, log, rtol=1e-5, atol=0)
 
 
+def test_each_rank_reads_only_its_shards_of_the_stored_tensors(tmp_path):
+    """Two gloo ranks load a 143M-parameter tied Llama (bf16 file) as GKD loads its child: float32, FSDP2 shards
+    of dim 0. Each local shard is exactly its torch.chunk of the stored tensor, the embedding and head stay one
+    parameter, RoPE's buffer is the computed one. Peak RSS growth of the load, by hand: the rank's half of the
+    float32 model (0.5 x 574 MB) + the largest tensor read whole (embedding 8000 x 1024: 33 MB float32 + 16 MB bf16
+    staging + a 16 MB shard copy) = 352 MB = 0.61x; measured 361 and 377 MB (0.63x, 0.66x). Asserted: < 0.75x,
+    where the old whole-model load peaked above 1x."""
+    path = save_random_llama(tmp_path / "model", vocab=8000)
+    for rank in gkd_worker.shards(2, path, tmp_path):
+        assert rank["all_equal"] and rank["params"] == 111 and rank["placements"] == ["(Shard(dim=0),)"], rank
+        assert rank["tied"] and rank["rope"], rank
+        assert rank["model_bytes"] == 4 * 143_483_904
+        assert rank["rss_bytes"] < 0.75 * rank["model_bytes"], rank
+
+
 def test_chunked_terms_and_their_gradients_equal_the_full_computation():
     g = torch.Generator().manual_seed(0)
     B, T, H, V = 2, 7, 8, 11
@@ -237,7 +254,8 @@ def test_final_and_layer_outputs_are_the_models_hidden_states(tiny):
 
 def test_the_token_budget_sets_the_steps_and_bad_batches_are_config_errors(tiny, tmp_path):
     # the embedded parent's positions cover the 8K windows when it trains on them
-    g = child_cfg(gkd={"tokens": 45_000_000_000, "seq_len": 8192, "batch_size": 64}, parent={"train": {"seq_len": 8192}})["gkd"]
+    g = child_cfg(gkd={"tokens": 45_000_000_000, "seq_len": 8192, "batch_size": 64},
+                  parent={"train": {"seq_len": 8192}})["gkd"]
     assert gkd.total_steps(g) == 85_831  # ceil(45e9 / (64 x 8192))
     with pytest.raises(ConfigError, match=r"gkd.micro_batch_size = 3: expected a divisor of the 4 windows"):
         gkd.check(child_cfg(gkd={"micro_batch_size": 3})["gkd"], 1)

@@ -177,6 +177,25 @@ def empty_model(config: PretrainedConfig, dtype: torch.dtype) -> CausalLM:
     return model.eval()
 
 
+def empty(path: str | os.PathLike, dtype: torch.dtype) -> CausalLM:
+    """The model of checkpoint folder `path` in `dtype` with its parameters on the meta device (`empty_model`) and
+    its generation config: for a caller that places every tensor itself (GKD's sharded loading and output)."""
+    path = Path(path)
+    model = empty_model(model_config(read_config(path)), dtype)
+    model.tie_weights()  # tied embeddings are one parameter, as `load` makes them
+    if (path / "generation_config.json").exists():
+        model.generation_config = GenerationConfig.from_pretrained(path)
+    return model
+
+
+def tensors(path: str | os.PathLike, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) for every tensor of checkpoint folder `path` on the CPU, floating ones in `dtype`, one at a time
+    (`read_tensors`: the host holds the tensor and at most one staging buffer)."""
+    for file in weight_files(path):
+        yield from read_tensors(file, lambda _, stored: (torch.device("cpu"), dtype if stored.is_floating_point
+                                                          else stored))
+
+
 def job_devices() -> list[torch.device]:
     """The devices this job holds: every visible CUDA GPU, else the CPU."""
     if torch.cuda.is_available():

@@ -91,11 +91,6 @@ class Distiller(torch.nn.Module):
         return term_means(s_final, s_layers, head, t_final, t_layers, t_head, targets, self.terms, self.chunk)
 
 
-def load_model(path: str | Path, dtype: torch.dtype) -> checkpoint.CausalLM:
-    """A causal LM from a checkpoint folder onto the CPU in `dtype` (sharding places it)."""
-    return checkpoint.load(path, dtype=dtype)
-
-
 def checkpoint_dtype(path: str | Path) -> torch.dtype:
     """The dtype a checkpoint's config.json records (float32 when it records none)."""
     cfg = read_json(Path(path) / "config.json")
@@ -134,7 +129,8 @@ def fingerprint(cfg: dict[str, Any], *inputs: str | Path) -> str:
         for f in sorted(root.rglob("*")) if root.is_dir() else [root]:
             if f.is_file():
                 st = f.stat()
-                h.update(f"{f.relative_to(root) if root.is_dir() else f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+                name = f.relative_to(root) if root.is_dir() else f.name
+                h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
@@ -184,18 +180,20 @@ def _train(cfg: dict[str, Any], group: sharding.Group, parent_dir: str, child_di
     out = Path(out_dir)
     ckpt = out.parent / f".{out.name}.checkpoint"
 
-    parent = load_model(parent_dir, compute).eval().requires_grad_(False)  # frozen: compute dtype is enough
+    # Both models are built on meta and sharded there; each rank then reads only its shards (sharding.materialize)
+    parent = checkpoint.empty(parent_dir, compute).requires_grad_(False)  # frozen: compute dtype is enough
     if shard_parent(g["parent_sharding"], parent, device):
-        sharding.shard(parent, parent.base_model, group, compute)  # moves the shards onto the device
-        parent.lm_head.to(device)  # the head (outside the sharded base model) stays a replica
+        sharding.shard(parent, parent.base_model, group, compute)
+        sharding.materialize(parent, parent_dir, device, compute)  # the head (outside base_model): a replica
     else:
-        parent.to(device)
-    child = load_model(child_dir, torch.float32)  # float32 master weights; saved back in the input dtype
+        parent = checkpoint.load(parent_dir, dtype=compute, device=device).requires_grad_(False)
+    child = checkpoint.empty(child_dir, torch.float32)  # float32 master weights; saved back in the input dtype
     if g["activation_checkpointing"]:
         child.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     child.train()
     model = Distiller(child, parent, g["loss"], g["loss_chunk"])
     sharding.shard(child, model, group, compute)
+    sharding.materialize(child, child_dir, device, torch.float32)
     optimizer = adamw(model, g["lr"], g["weight_decay"])
 
     fp = fingerprint(cfg, parent_dir, child_dir, train_shard, valid_shard)
@@ -247,7 +245,8 @@ def _train(cfg: dict[str, Any], group: sharding.Group, parent_dir: str, child_di
                 sharding.save(ckpt, model, optimizer, group, step + 1, {"fingerprint": fp, "log": log})
                 saved_at = time.monotonic()
                 if stop.asked:
-                    raise SystemExit(f"GKD stopped by a signal after step {step + 1}; checkpoint saved, rerun to resume")
+                    raise SystemExit(
+                        f"GKD stopped by a signal after step {step + 1}; checkpoint saved, rerun to resume")
     finally:
         stop.restore()
     seconds = time.perf_counter() - t0
@@ -269,7 +268,7 @@ def _train(cfg: dict[str, Any], group: sharding.Group, parent_dir: str, child_di
     }
     weights = _gathered(model.student, checkpoint_dtype(child_dir), group)
     if group.main:
-        final = load_model(child_dir, checkpoint_dtype(child_dir))
+        final = checkpoint.empty(child_dir, checkpoint_dtype(child_dir))  # the gathered tensors are its weights
         final.load_state_dict(weights, assign=True)
         final.tie_weights()
         write_output(final, Path(child_dir), out, log, report)

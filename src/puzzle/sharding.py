@@ -24,9 +24,10 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor, distribute_tensor
 
-from puzzle import metrics
-from puzzle.io import read_json, write_json
+from puzzle import checkpoint, metrics
+from puzzle.io import ArtifactError, read_json, write_json
 
 
 @dataclass(frozen=True)
@@ -68,11 +69,45 @@ def shard(model: torch.nn.Module, root: torch.nn.Module, group: Group, compute: 
     dtype; compute runs in `compute` with gradients reduced in float32."""
     mesh = init_device_mesh(group.device.type, (group.world,))
     stored = next(model.parameters()).dtype
-    mp = MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32) if compute != stored else MixedPrecisionPolicy()
+    mp = (MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32) if compute != stored
+          else MixedPrecisionPolicy())
     for layer in metrics.decoder_layers(model):
         if any(True for _ in layer.parameters()):  # a layer of no-ops only has nothing to shard
             fully_shard(layer, mesh=mesh, mp_policy=mp)
     fully_shard(root, mesh=mesh, mp_policy=mp)
+
+
+def materialize(model: torch.nn.Module, path: str | Path, device: torch.device, dtype: torch.dtype) -> None:
+    """Fill `model` (built on meta by checkpoint.empty, then sharded by `shard` or not) on `device` with the tensors
+    of checkpoint folder `path` in `dtype`, one full tensor read at a time: a sharded parameter keeps this rank's
+    shard only (distribute_tensor with src_data_rank=None slices the rank's own read: no communication, each rank
+    reads the file from the page cache), any other is kept whole. Host memory: the shards (on a CPU device) and
+    one full tensor, never the model."""
+    buffers = dict(model.named_buffers())  # RoPE's, computed for real by checkpoint.empty; to_empty drops them
+    model.to_empty(device=device)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    embed = next(n for n, m in model.named_modules() if m is model.get_input_embeddings()) + ".weight"
+    tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()  # not in the files: the embedding's
+    found: set[str] = set()
+    with torch.no_grad():
+        for name, buffer in buffers.items():
+            model.get_buffer(name).copy_(buffer)
+        for name, full in checkpoint.tensors(path, dtype):
+            if name not in params:
+                raise ArtifactError(f"{path}: tensor {name!r} is not a parameter of the model of its config.json")
+            for target in [name, *(tied if name == embed else ())]:
+                param = params[target]
+                if isinstance(param, DTensor):
+                    shard = distribute_tensor(full.to(device), param.device_mesh, param.placements, src_data_rank=None)
+                    param.to_local().copy_(shard.to_local())
+                    del shard
+                else:
+                    param.copy_(full)
+                found.add(target)
+            del full  # before the next tensor is read
+    missing = sorted(params.keys() - found)
+    if missing:
+        raise ArtifactError(f"{path}: the safetensors lack {missing[:8]} ({len(missing)} parameters of config.json)")
 
 
 def full_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
