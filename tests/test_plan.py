@@ -61,6 +61,10 @@ def test_8b_model_bytes_and_gkd_by_hand(tmp_path):
     assert (gkd.jobs, gkd.gpus_per_job, gkd.nodes) == (1, 8, 1)
     by_hand = 16 * params // 8 + 2 * (r + 2 * layer) + 4 * (r + layer) + 2 * params
     assert gkd.gpu_bytes_per_gpu == by_hand == 40_170_004_480
+    # host: 8 ranks x (4 GB process + the embedding 128,256 x 4096 read in float32 through a bf16 staging buffer:
+    # 6 B x 525,336,576), more than rank 0's gathered bf16 child at the end (16.06 GB + one float32 embedding)
+    assert plan.largest_tensor(arch) == 128_256 * 4096 == 525_336_576
+    assert gkd.host_bytes == 8 * 4_000_000_000 + 8 * 6 * 525_336_576 == 57_216_155_648
     # every 8B inference stage fits one GPU: the bf16 parent is 16.06 GB of 64 usable
     for stage in ("activations", "bld", "score", "costs", "evaluate"):
         assert p[stage].gpus_per_job == 1 and p[stage].gpu_bytes_per_gpu <= 0.8 * 80 * GB, p[stage]
@@ -94,6 +98,9 @@ def test_70b_inference_stages_span_several_gpus_of_one_node(tmp_path):
     assert p["score"].gpu_bytes_per_gpu == math.ceil(weights / 3) + whole
     gkd = p["gkd"]
     assert (gkd.gpus_per_job, gkd.nodes) == (40, 5) and gkd.gpu_bytes_per_gpu <= 0.8 * 80 * GB
+    # host per node: rank 0's gathered bf16 child at the end (141,107,412,992 B + one float32 embedding 128,256 x 8192)
+    # beside 8 processes, more than 8 ranks each reading that embedding (8 x 6 B x 1,050,673,152 = 50.4 GB)
+    assert gkd.host_bytes == 8 * 4_000_000_000 + weights + 4 * 128_256 * 8192 == 177_310_105_600
     # BLD: every trained entry of a layer in one group on the training GPU, the whole bf16 parent (the last
     # layer's job) over ceil(141.1 / 64) = 3 others
     arch = cost_model.Arch.from_config(CFG_70B)

@@ -31,7 +31,8 @@ run on one device, so their bytes must fit one GPU:
     assemble     CPU: the child (at most the parent's size) in memory and on disk
     gkd          gkd_memory.bytes_per_gpu on slurm.gkd_nodes x slurm.gkd_gpus processes, the child
                  taken at the parent's size (the largest a search can return); 6 P_child (+2 with
-                 activation checkpointing) + 2 P_parent FLOPs per token
+                 activation checkpointing) + 2 P_parent FLOPs per token; host per node: each rank's process and
+                 one full tensor being read (the largest, float32 + stored staging), or rank 0's gathered child
     evaluate     the parent and one child (at most the parent's size) at a time, three models in turn
 
 Imports no torch (it plans on a login node). Bytes are decimal (1 GB = 1e9 B).
@@ -212,6 +213,11 @@ def model_bytes(arch: cost_model.Arch, dtype: str) -> int:
 
 def model_params(arch: cost_model.Arch) -> int:
     return model_bytes(arch, "float32") // 4
+
+
+def largest_tensor(arch: cost_model.Arch) -> int:
+    """Parameters of the parent's largest tensor: the embedding (or head), an FFN matrix or a query projection."""
+    return arch.hidden_size * max(arch.vocab_size, arch.intermediate_size, arch.num_attention_heads * arch.head_dim)
 
 
 def forward_flops(arch: cost_model.Arch, seq: int) -> float:
@@ -432,7 +438,14 @@ def _gkd(c: _Parts, children: int) -> StagePlan:
     need = gkd_memory.bytes_per_gpu(params, params, max(gpus, 1), sharded, root, layer, compute).total
     tokens = g["tokens"] if g["tokens"] is not None else g["steps"] * g["batch_size"] * g["seq_len"]
     flops = forward_flops(arch, g["seq_len"]) * ((4 if g["activation_checkpointing"] else 3) + 1) * tokens
-    host = max(per_node, 1) * PROCESS_BYTES + 2 * c.stored  # the parent and the child read once per node
+    # Each rank reads its shards one full tensor at a time (sharding.materialize): the child's largest in float32,
+    # through a staging buffer of the stored dtype unless that is float32 too; a CPU run holds its shards and
+    # training state on the host. At the end rank 0 holds the gathered child in its stored dtype (+ one float32
+    # tensor being gathered).
+    largest, ranks = largest_tensor(arch), max(per_node, 1)
+    itemsize = c.stored // params
+    held = PROCESS_BYTES + (0 if gpus else need)
+    host = ranks * held + max(ranks * largest * (4 + (0 if itemsize == 4 else itemsize)), c.stored + 4 * largest)
     return StagePlan("gkd", children, gpus, need if gpus else 0, host,
                      children * (c.stored + CHECKPOINT_BYTES * params), children * flops, _hours(flops, c.dev, gpus),
                      nodes)
