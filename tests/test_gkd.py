@@ -5,21 +5,23 @@ exact resume after a kill, a changed config discarding its checkpoint, and two g
 import json
 import os
 import shlex
+import shutil
 import signal
 
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 import gkd_worker
 from fixtures import PARENT_BLOCK, child_cfg, make_child, parent_and_library, write_shards
-from puzzle import cli, gkd, gkd_loss, metrics
+from puzzle import checkpoint, cli, gkd, gkd_loss, metrics, sharding
 from puzzle import config as pzc
 from puzzle.config import ConfigError
 from puzzle.data import read_shard
+from puzzle.io import ArtifactError
 from puzzle.training import fixed_windows
 from rss_worker import save_random_llama
 
@@ -192,6 +194,26 @@ def test_each_rank_reads_only_its_shards_of_the_stored_tensors(tmp_path):
         assert rank["tied"] and rank["rope"], rank
         assert rank["model_bytes"] == 4 * 143_483_904
         assert rank["rss_bytes"] < 0.75 * rank["model_bytes"], rank
+
+
+def test_a_checkpoint_whose_tensors_differ_from_its_config_is_one_clear_error(tiny, tmp_path):
+    child = tiny[2]
+    stored = weights(child)
+    group = sharding.join(torch.device("cpu"))
+    try:
+        for name, state, match in (
+            ("lacks", {k: v for k, v in stored.items() if k != "model.norm.weight"}, r"lack \['model.norm.weight'\]"),
+            ("extra", {**stored, "model.extra.weight": torch.zeros(2)}, r"'model.extra.weight' is not a parameter"),
+        ):
+            folder = tmp_path / name
+            shutil.copytree(child, folder)
+            save_file(state, str(folder / "model.safetensors"))
+            model = checkpoint.empty(folder, torch.float32)
+            sharding.shard(model, model, group, torch.float32)
+            with pytest.raises(ArtifactError, match=match):
+                sharding.materialize(model, folder, group.device, torch.float32)
+    finally:
+        sharding.leave(group)
 
 
 def test_chunked_terms_and_their_gradients_equal_the_full_computation():
