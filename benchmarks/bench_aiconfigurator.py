@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from puzzle import aiconfigurator as aic
-from puzzle import config, cost_model as cm, costs
+from puzzle import config, costs
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "real-configs"
 # scenario, in, out, paper 51B tok/s/GPU (TP), paper 70B tok/s/GPU (TP), paper speed-up
@@ -56,12 +56,19 @@ def roofline(system: str, backend: str, dtype: str) -> None:
     """costs.csv of an 8B on aiconfigurator and on the analytic roofline of the same GPU: ratio per variant."""
     import tempfile
 
-    space = {"attention": {"kv_heads": [4, 2, 1]}, "ffn": {"ratios": [0.87, 0.75, 0.5, 0.25, 0.2, 0.1], "multiple_of": 256}}
-    scen = [{"name": "chatbot", "input_len": 128, "output_len": 128, "batch_sizes": [1, 64]},
-            {"name": "summarization_rag", "input_len": 2048, "output_len": 128, "batch_sizes": [8]}]
+    space = {
+        "attention": {"kv_heads": [4, 2, 1]},
+        "ffn": {"ratios": [0.87, 0.75, 0.5, 0.25, 0.2, 0.1], "multiple_of": 256},
+    }
+    scen = [
+        {"name": "chatbot", "input_len": 128, "output_len": 128, "batch_sizes": [1, 64]},
+        {"name": "summarization_rag", "input_len": 2048, "output_len": 128, "batch_sizes": [8]},
+    ]
     device = {"h100_sxm": "h100_sxm", "h200_sxm": "h200", "b200_sxm": "b200"}[system]
-    targets = {"aic": {"system": system, "backend": backend, "dtype": dtype},
-               "roof": {"device": device, "dtype": dtype}}
+    targets = {
+        "aic": {"system": system, "backend": backend, "dtype": dtype},
+        "roof": {"device": device, "dtype": dtype},
+    }
     cfg = config.validate({"search_space": space, "costs": {"targets": targets, "scenarios": scen}})
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "config.json").write_text((DATA / "Llama-3.1-8B.config.json").read_text())

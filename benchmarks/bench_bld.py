@@ -76,15 +76,24 @@ def main() -> None:
         per_layer = []
         for layer in range(min(args.layers, n_layers)):
             t0 = time.perf_counter()
-            metrics = bld.run(cfg, str(parent), str(root / "valid"), [layer], str(root / "lib"), train=str(root / "train"))
+            metrics = bld.run(
+                cfg, str(parent), str(root / "valid"), [layer], str(root / "lib"), train=str(root / "train")
+            )
             per_layer.append(time.perf_counter() - t0)
-    print(f"config {args.config}: {n_layers} layers, hidden {cfg['parent']['train']['hidden_size']}, "
-          f"seq {seq}, bld.mode {cfg['bld']['mode']}, {cfg['bld']['tokens']:,} tokens per trained entry, "
-          f"threads {cfg['threads']}, device {metrics[0]['device']}")
+    print(
+        f"config {args.config}: {n_layers} layers, hidden {cfg['parent']['train']['hidden_size']}, "
+        f"seq {seq}, bld.mode {cfg['bld']['mode']}, {cfg['bld']['tokens']:,} tokens per trained entry, "
+        f"threads {cfg['threads']}, device {metrics[0]['device']}"
+    )
     for split, (sec, meta) in dump.items():
-        print(f"activations {split:<5} {meta['windows']:>5} windows  {sec:6.1f} s  "
-              f"{meta['bytes_per_token_per_layer']} B/token/layer  {meta['total_bytes'] / 2**20:7.1f} MiB")
-    print(f"{'entry':<24}{'steps':>6}{'trainable':>11}{'seconds':>9}{'s/step':>8}  (seconds: its group's, trained together)")
+        print(
+            f"activations {split:<5} {meta['windows']:>5} windows  {sec:6.1f} s  "
+            f"{meta['bytes_per_token_per_layer']} B/token/layer  {meta['total_bytes'] / 2**20:7.1f} MiB"
+        )
+    print(
+        f"{'entry':<24}{'steps':>6}{'trainable':>11}{'seconds':>9}{'s/step':>8}"
+        "  (seconds: its group's, trained together)"
+    )
     for m in metrics:
         per_step = m["wall_s"] / m["steps"] if m["steps"] else float("nan")
         print(f"{m['variant']:<24}{m['steps']:>6}{m['trainable_params']:>11,}{m['wall_s']:>9.2f}{per_step:>8.3f}")
@@ -92,8 +101,10 @@ def main() -> None:
     layer_s = statistics.mean(per_layer)
     total = sum(sec for sec, _ in dump.values()) + layer_s * n_layers
     print(f"trained entries per layer: {len(trained)}, mean {statistics.mean(trained):.2f} s per trained entry")
-    print(f"BLD per layer (job wall time): {layer_s:.1f} s; whole library for {n_layers} layers "
-          f"(dump + BLD, one job at a time): {total:.1f} s = {total / 60:.2f} min")
+    print(
+        f"BLD per layer (job wall time): {layer_s:.1f} s; whole library for {n_layers} layers "
+        f"(dump + BLD, one job at a time): {total:.1f} s = {total / 60:.2f} min"
+    )
 
 
 if __name__ == "__main__":

@@ -18,9 +18,8 @@ import time
 
 import torch
 
-from puzzle import blocks
+from puzzle import blocks, costs, timing
 from puzzle import cost_model as cm
-from puzzle import costs, timing
 from puzzle.training import pick_device
 
 SPACE = {
@@ -75,7 +74,9 @@ def main() -> None:
         for s in SCENARIOS:
             for b in s["batch_sizes"]:
                 pre, dec = timing.time_models(models, b, s["input_len"], s["output_len"], timer)
-                out[(s["name"], b)] = list(zip(timing.summarize(pre, args.statistic), timing.summarize(dec, args.statistic)))
+                out[(s["name"], b)] = list(
+                    zip(timing.summarize(pre, args.statistic), timing.summarize(dec, args.statistic))
+                )
         return out
 
     # --separate: the whole models timed before and after the per-block costs (the machine's drift
@@ -83,24 +84,44 @@ def main() -> None:
     before = end_to_end() if args.separate else None
     t0 = time.perf_counter()
     rows, extra = costs.measured_rows(
-        parent_cfg, arch, SPACE, SCENARIOS,
-        {"n_copies": args.n_copies, "warmup": args.warmup, "repeats": args.repeats, "statistic": args.statistic,
-         "clock": args.clock, "on_noise": "mark"},
-        device, dtype, 8, log=lambda m: None, also=[] if args.separate else models,
+        parent_cfg,
+        arch,
+        SPACE,
+        SCENARIOS,
+        {
+            "n_copies": args.n_copies,
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "statistic": args.statistic,
+            "clock": args.clock,
+            "on_noise": "mark",
+        },
+        device,
+        dtype,
+        8,
+        log=lambda m: None,
+        also=[] if args.separate else models,
     )
     t_costs = time.perf_counter() - t0
     after = end_to_end() if args.separate else None
     table = {(r["scenario"], r["batch"], r["variant"]): (r["prefill_ms"], r["decode_ms"]) for r in rows}
 
-    print(f"{device}, {dtype}, {torch.get_num_threads()} threads, repeats {args.repeats}, warm-up {args.warmup}, "
-          f"N = {args.n_copies}, {args.statistic} of {args.clock} clock; per-block costs measured in {t_costs:.0f} s "
-          f"(stacks timed together: {extra['timed_together']})")
+    print(
+        f"{device}, {dtype}, {torch.get_num_threads()} threads, repeats {args.repeats}, warm-up {args.warmup}, "
+        f"N = {args.n_copies}, {args.statistic} of {args.clock} clock; per-block costs measured in {t_costs:.0f} s "
+        f"(stacks timed together: {extra['timed_together']})"
+    )
     if args.separate:
-        print("measured = mean of the whole-model times before and after the per-block measurement (drift: after/before - 1)")
+        print(
+            "measured = mean of the whole-model times before and after the per-block measurement"
+            " (drift: after/before - 1)"
+        )
     else:
         print("measured = the whole models timed in the same rounds as the stacks (drift column: n/a)")
-    print(f"{'model':8} {'scenario':8} {'b':>2} | {'prefill pred':>12} {'meas':>8} {'err':>7} {'drift':>6} | "
-          f"{'decode pred':>11} {'meas':>8} {'err':>7} {'drift':>6}")
+    print(
+        f"{'model':8} {'scenario':8} {'b':>2} | {'prefill pred':>12} {'meas':>8} {'err':>7} {'drift':>6} | "
+        f"{'decode pred':>11} {'meas':>8} {'err':>7} {'drift':>6}"
+    )
     errs, signed = [], {name: [] for name in archs}
     for s in SCENARIOS:
         for b in s["batch_sizes"]:
@@ -119,13 +140,19 @@ def main() -> None:
                 err = [pred[k] / meas[k] - 1 for k in (0, 1)]
                 errs += [abs(e) for e in err]
                 signed[name] += err
-                print(f"{name:8} {s['name']:8} {b:>2} | {pred[0]:9.3f} ms {meas[0]:8.3f} {100 * err[0]:+6.1f}% "
-                      f"{drift[0]} | {pred[1]:8.3f} ms {meas[1]:8.3f} {100 * err[1]:+6.1f}% {drift[1]}")
-    print("mean signed error per model: " + ", ".join(
-        f"{name} {100 * sum(v) / len(v):+.1f}%" for name, v in signed.items()))
+                print(
+                    f"{name:8} {s['name']:8} {b:>2} | {pred[0]:9.3f} ms {meas[0]:8.3f} {100 * err[0]:+6.1f}% "
+                    f"{drift[0]} | {pred[1]:8.3f} ms {meas[1]:8.3f} {100 * err[1]:+6.1f}% {drift[1]}"
+                )
+    print(
+        "mean signed error per model: "
+        + ", ".join(f"{name} {100 * sum(v) / len(v):+.1f}%" for name, v in signed.items())
+    )
     within = sum(e <= 0.10 for e in errs)
-    print(f"within 10%: {within}/{len(errs)}; median |error| {100 * sorted(errs)[len(errs) // 2]:.1f}%, "
-          f"max {100 * max(errs):.1f}%")
+    print(
+        f"within 10%: {within}/{len(errs)}; median |error| {100 * sorted(errs)[len(errs) // 2]:.1f}%, "
+        f"max {100 * max(errs):.1f}%"
+    )
 
 
 if __name__ == "__main__":

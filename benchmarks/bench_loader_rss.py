@@ -31,7 +31,9 @@ def measure(src: Path, parent: Path, out: Path) -> dict[str, str]:
     cells = {}
     for line in run.stdout.splitlines():
         r = json.loads(line)
-        cells[r["entry"]] = r.get("error") or f"{r['rss_bytes'] / r['model_bytes']:.3f}x of {r['model_bytes'] / 2**20:.0f} MiB"
+        cells[r["entry"]] = (
+            r.get("error") or f"{r['rss_bytes'] / r['model_bytes']:.3f}x of {r['model_bytes'] / 2**20:.0f} MiB"
+        )
     return cells
 
 

@@ -94,7 +94,7 @@ def main() -> None:
         def full_forward() -> None:
             with torch.no_grad():
                 for s in range(0, len(windows), args.batch):
-                    hf(input_ids=windows[s : s + args.batch].to(device)).logits
+                    hf(input_ids=windows[s : s + args.batch].to(device))
 
         full_forward()
         print(
@@ -110,7 +110,9 @@ def main() -> None:
         for cpp in args.passes:
             # The denominator is timed right before and after the scoring run (the machine is shared).
             fwd = [timed(full_forward) for _ in range(3)]
-            wall, cpu = timed(lambda: scoring.score_layers(model, windows, cands, args.batch, cpp, log=lambda m: None))
+            wall, cpu = timed(
+                lambda cpp=cpp: scoring.score_layers(model, windows, cands, args.batch, cpp, log=lambda m: None)
+            )
             fwd += [timed(full_forward) for _ in range(3)]
             fw, fc = statistics.median(f[0] for f in fwd), statistics.median(f[1] for f in fwd)
             print(

@@ -41,13 +41,17 @@ def main() -> None:
     p.add_argument("--points", type=int, default=20, help="throughput targets in the sweep")
     p.add_argument("--solutions", type=int, default=2, help="diverse solutions per sweep point")
     p.add_argument("--diversity", type=float, default=0.1)
-    p.add_argument("--nvlabs-library", help="plan on NVlabs/puzzle's block_library.json (measurement_info.json beside it)")
+    p.add_argument(
+        "--nvlabs-library", help="plan on NVlabs/puzzle's block_library.json (measurement_info.json beside it)"
+    )
     args = p.parse_args()
 
     t0 = clock()
     if args.nvlabs_library:
         lib = read_json(args.nvlabs_library)
-        scores, costs = nvlabs_tables(lib, read_json(args.nvlabs_library.replace("block_library.json", "measurement_info.json")))
+        scores, costs = nvlabs_tables(
+            lib, read_json(args.nvlabs_library.replace("block_library.json", "measurement_info.json"))
+        )
     else:
         scores, costs = synthetic_tables(args.layers, seed=args.seed, batches=(args.batch,))
     search = Search(scores, costs, kinds={"throughput", "memory"})
@@ -56,30 +60,42 @@ def main() -> None:
 
     t0 = clock()
     mip = search.mip(batch, "mip")
-    print(f"MIP build (dominance, Pyomo model + LP twin, HiGHS instances): {since(t0)}; "
-          f"{len(mip.kept)} of {len(scores)} options left after exact dominance")
+    print(
+        f"MIP build (dominance, Pyomo model + LP twin, HiGHS instances): {since(t0)}; "
+        f"{len(mip.kept)} of {len(scores)} options left after exact dominance"
+    )
 
     memory = parse_target("memory", "0.7x")
     times = []
     for factor in (1.5, 2.0, 2.5, 3.0):
         rec = search.run({"throughput": parse_target("throughput", f"{factor}x"), "memory": memory})[0]
         times.append(rec["solver"]["solve_time_s"])
-        print(f"  solve throughput >= {factor}x, memory <= 0.7x: {rec['solver']['solve_time_s']:.3f} s "
-              f"({rec['solver']['status']}, sum KL {rec['objective']:.4f})")
+        print(
+            f"  solve throughput >= {factor}x, memory <= 0.7x: {rec['solver']['solve_time_s']:.3f} s "
+            f"({rec['solver']['status']}, sum KL {rec['objective']:.4f})"
+        )
     print(f"single solves: median {statistics.median(times):.3f} s, max {max(times):.3f} s")
 
     points = [parse_target("throughput", f"{f:.3f}x") for f in np.linspace(1.2, 3.0, args.points)]
     for solutions in sorted({1, args.solutions}):
         t0 = clock()
         fresh = Search(scores, costs, kinds={"throughput", "memory"})  # its MIP build counts too
-        results = fresh.sweep("throughput", points, {"memory": memory}, num_solutions=solutions, diversity=args.diversity)
+        results = fresh.sweep(
+            "throughput", points, {"memory": memory}, num_solutions=solutions, diversity=args.diversity
+        )
         elapsed = since(t0)
         solves = [r["solver"]["solve_time_s"] for recs in results if isinstance(recs, list) for r in recs]
         feasible = sum(isinstance(recs, list) for recs in results)
-        what = "1 solution" if solutions == 1 else f"{solutions} solutions each differing in >= {args.diversity:.0%} of layers"
-        print(f"Pareto sweep, {args.points} throughput targets 1.2x..3.0x (memory <= 0.7x), {what}: {elapsed} "
-              f"(build and verification included); {len(solves)} solves, median {statistics.median(solves):.3f} s, "
-              f"max {max(solves):.3f} s; {feasible}/{args.points} points feasible")
+        what = (
+            "1 solution"
+            if solutions == 1
+            else f"{solutions} solutions each differing in >= {args.diversity:.0%} of layers"
+        )
+        print(
+            f"Pareto sweep, {args.points} throughput targets 1.2x..3.0x (memory <= 0.7x), {what}: {elapsed} "
+            f"(build and verification included); {len(solves)} solves, median {statistics.median(solves):.3f} s, "
+            f"max {max(solves):.3f} s; {feasible}/{args.points} points feasible"
+        )
 
 
 if __name__ == "__main__":

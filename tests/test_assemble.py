@@ -49,14 +49,18 @@ def test_noop_ffn_layer_has_exactly_that_structure_and_the_library_tensors(tiny)
         got = {k.removeprefix(f"model.layers.{i}."): v for k, v in saved.items() if k.startswith(f"model.layers.{i}.")}
         assert got.keys() == expected.keys()
         assert all(torch.equal(got[k], expected[k]) for k in got)
-    assert not any(k.startswith("model.layers.1.mlp") or k == "model.layers.1.post_attention_layernorm.weight" for k in saved)
+    assert not any(
+        k.startswith("model.layers.1.mlp") or k == "model.layers.1.post_attention_layernorm.weight" for k in saved
+    )
     for k in ("model.embed_tokens.weight", "model.norm.weight"):
         assert torch.equal(saved[k], parent[k])
 
     record = json.loads((child_dir / "assembly.json").read_text())
     files = record["layers"][1]["files"]
-    assert [f["path"] for f in files] == [str(library / "layer_1" / "attn_kv1.safetensors"),
-                                          str(library / "layer_1" / "ffn_noop.safetensors")]
+    assert [f["path"] for f in files] == [
+        str(library / "layer_1" / "attn_kv1.safetensors"),
+        str(library / "layer_1" / "ffn_noop.safetensors"),
+    ]
     assert files[0]["sha256"] == assemble.sha256(library / "layer_1" / "attn_kv1.safetensors")
 
 
@@ -67,8 +71,10 @@ def test_coupled_library_gives_the_same_child_as_its_decoupled_parts(tiny, tmp_p
     for i, (a, f) in enumerate(layers):
         d = coupled / f"layer_{i}"
         d.mkdir(parents=True)
-        pair = {**load_file(str(library / f"layer_{i}" / f"{a}.safetensors")),
-                **load_file(str(library / f"layer_{i}" / f"{f}.safetensors"))}
+        pair = {
+            **load_file(str(library / f"layer_{i}" / f"{a}.safetensors")),
+            **load_file(str(library / f"layer_{i}" / f"{f}.safetensors")),
+        }
         save_file(pair, str(d / f"{a}+{f}.safetensors"))
         write_entry_json(d / f"{a}+{f}.safetensors", {})
     solution = write_solution(tmp_path / "solution.json", parent_dir, layers)
@@ -85,7 +91,9 @@ def test_random_weights_keep_the_architecture_and_nothing_of_the_parent(tiny, tm
     solution = write_solution(tmp_path / "solution.json", parent_dir, layers)
     outs = {}
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        record = assemble.assemble(solution, tmp_path / "no_library", parent_dir, tmp_path / name, "decoupled", random_weights=seed)
+        record = assemble.assemble(
+            solution, tmp_path / "no_library", parent_dir, tmp_path / name, "decoupled", random_weights=seed
+        )
         outs[name] = load_file(str(tmp_path / name / "model.safetensors"))
     assert record["library"] is None and record["random_weights_seed"] == 2
     from_library = load_file(str(make_child(root, parent_dir, library, layers, "random_ref") / "model.safetensors"))
@@ -93,8 +101,14 @@ def test_random_weights_keep_the_architecture_and_nothing_of_the_parent(tiny, tm
     assert all(outs["a"][k].shape == from_library[k].shape for k in outs["a"])
     assert all(torch.equal(outs["a"][k], outs["b"][k]) for k in outs["a"])  # seeded
     parent = load_file(str(parent_dir / "model.safetensors"))
-    for k in ("model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.2.mlp.up_proj.weight"):
-        assert not torch.equal(outs["a"][k], outs["c"][k]) and not torch.equal(outs["a"][k], parent.get(k, from_library[k]))
+    for k in (
+        "model.embed_tokens.weight",
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.2.mlp.up_proj.weight",
+    ):
+        assert not torch.equal(outs["a"][k], outs["c"][k]) and not torch.equal(
+            outs["a"][k], parent.get(k, from_library[k])
+        )
 
 
 def test_cli_and_clear_errors(tiny, tmp_path, capsys):

@@ -80,7 +80,9 @@ def test_noop_only_uses_parent_and_noop_subblocks_and_is_optimal_there(search):
 
 
 def test_max_params_maximizes_parameters():
-    scores, costs = synthetic_tables(4, seed=2, attention=("attn_kv8", "attn_kv1", "attn_noop"), ffn=("ffn_100", "ffn_25", "ffn_noop"))
+    scores, costs = synthetic_tables(
+        4, seed=2, attention=("attn_kv8", "attn_kv1", "attn_noop"), ffn=("ffn_100", "ffn_25", "ffn_noop")
+    )
     search = Search(scores, costs, batch_sizes=[8], kinds={"throughput"})
     targets = targets_of({"throughput": "2x"})
     rec = search.run(targets, method="max_params")[0]
@@ -116,12 +118,34 @@ def test_several_solutions_need_a_mip_method(search):
 
 def greedy_tables(budget_ms: float):
     """Two layers, attention only: kv2 (10 ms), kv1 (4 ms), no-op (0 ms); layer 1 is the sensitive one."""
-    kl = {0: {"attn_kv2": 0.0, "attn_kv1": 1.0, "attn_noop": 3.0}, 1: {"attn_kv2": 0.0, "attn_kv1": 5.0, "attn_noop": 50.0}}
-    scores = pd.DataFrame([{"layer": i, "attention": a, "ffn": "ffn_100", "kl": v, "lm_loss": 2 + v, "token_acc": 0.5}
-                           for i, row in kl.items() for a, v in row.items()])
-    base = {"scenario": "s", "batch": 1, "input_len": 0, "output_len": 1, "decode_ms": 0.0, "param_bytes": 0, "kv_bytes_per_token": 0}
-    rows = [{**base, "kind": "attention", "variant": a, "prefill_ms": t} for a, t in (("attn_kv2", 10.0), ("attn_kv1", 4.0), ("attn_noop", 0.0))]
-    rows += [{**base, "kind": k, "variant": v, "prefill_ms": 0.0} for k, v in (("ffn", "ffn_100"), ("non_block", "non_block"))]
+    kl = {
+        0: {"attn_kv2": 0.0, "attn_kv1": 1.0, "attn_noop": 3.0},
+        1: {"attn_kv2": 0.0, "attn_kv1": 5.0, "attn_noop": 50.0},
+    }
+    scores = pd.DataFrame(
+        [
+            {"layer": i, "attention": a, "ffn": "ffn_100", "kl": v, "lm_loss": 2 + v, "token_acc": 0.5}
+            for i, row in kl.items()
+            for a, v in row.items()
+        ]
+    )
+    base = {
+        "scenario": "s",
+        "batch": 1,
+        "input_len": 0,
+        "output_len": 1,
+        "decode_ms": 0.0,
+        "param_bytes": 0,
+        "kv_bytes_per_token": 0,
+    }
+    rows = [
+        {**base, "kind": "attention", "variant": a, "prefill_ms": t}
+        for a, t in (("attn_kv2", 10.0), ("attn_kv1", 4.0), ("attn_noop", 0.0))
+    ]
+    rows += [
+        {**base, "kind": k, "variant": v, "prefill_ms": 0.0}
+        for k, v in (("ffn", "ffn_100"), ("non_block", "non_block"))
+    ]
     inst = build_instance(check_scores(scores), check_costs(pd.DataFrame(rows)), "s", 1, "kl", ("attn_kv2", "ffn_100"))
     return inst, {"time": budget_ms}
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from fixtures import BLD_PARENT, BLD_SHARDS, bld_cfg, make_parent, write_shards
 from safetensors.torch import load_file
 
-from puzzle import activations, blocks, bld, config, library
+from fixtures import BLD_PARENT, BLD_SHARDS, bld_cfg, make_parent, write_shards
+from puzzle import activations, bld, blocks, config, library
 
 _unpatched_batch_ids = bld.batch_ids
 SMALL_SPACE = {"attention": {"kv_heads": [1], "linear": False, "no_op": True},
@@ -64,7 +64,7 @@ def libraries(tiny, tmp_path_factory):
         for teacher in ("stored", "online"):
             d = tmp_path_factory.mktemp(f"{mode}_{teacher}")
             dumped = []
-            activations.save_safetensors = lambda *a: (dumped.append(a[0]), real_save(*a))
+            activations.save_safetensors = lambda *a, out=dumped: (out.append(a[0]), real_save(*a))
             try:
                 cfg = config.deep_merge(_cfg(teacher=teacher, mode=mode), space)
                 source = {"train": tiny["train"]} if teacher == "stored" else {"shard": tiny["shard"]}

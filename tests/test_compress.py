@@ -193,7 +193,7 @@ def test_keep_one_with_full_rank_reproduces_the_model(tiny):
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny["root"] / "parent"))
     ref = {k: v.clone() for k, v in model.state_dict().items()}
-    for name, m in compress.block_linears(model.model.layers).items():
+    for m in compress.block_linears(model.model.layers).values():
         with torch.no_grad():
             m.weight.copy_(compress.truncated_svd(m.weight, min(m.weight.shape)))
     for k, v in model.state_dict().items():

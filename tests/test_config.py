@@ -31,11 +31,26 @@ def test_shipped_configs_validate(repo):
         ({"seed": "zero"}, 'config error: seed = "zero": expected integer'),
         ({"parent": {"train": {"steps": -5}}}, "config error: parent.train.steps = -5: expected a number >= 1"),
         ({"parent": {"train": {"lr": 0}}}, "config error: parent.train.lr = 0: expected a number > 0"),
-        ({"data": {"corpus": "news"}}, "config error: data.corpus = \"news\": expected one of ['mixed', 'python', 'bible']"),
-        ({"data": {"tokenizer": {"vocab": 5}}}, "config error: unknown key 'data.tokenizer.vocab': expected one of ['path', 'train_chars', 'vocab_size']"),
-        ({"parent": {"path": "/no/such/checkpoint"}}, 'config error: parent.path = "/no/such/checkpoint": expected a path that exists'),
-        ({"parent": {"train": {"num_heads": 4, "num_kv_heads": 3}}}, "config error: parent.train.num_kv_heads = 3: expected a divisor of parent.train.num_heads = 4"),
-        ({"data": {"source": "files"}}, "config error: data.files = []: expected at least one file when data.source = files"),
+        (
+            {"data": {"corpus": "news"}},
+            "config error: data.corpus = \"news\": expected one of ['mixed', 'python', 'bible']",
+        ),
+        (
+            {"data": {"tokenizer": {"vocab": 5}}},
+            "config error: unknown key 'data.tokenizer.vocab': expected one of ['path', 'train_chars', 'vocab_size']",
+        ),
+        (
+            {"parent": {"path": "/no/such/checkpoint"}},
+            'config error: parent.path = "/no/such/checkpoint": expected a path that exists',
+        ),
+        (
+            {"parent": {"train": {"num_heads": 4, "num_kv_heads": 3}}},
+            "config error: parent.train.num_kv_heads = 3: expected a divisor of parent.train.num_heads = 4",
+        ),
+        (
+            {"data": {"source": "files"}},
+            "config error: data.files = []: expected at least one file when data.source = files",
+        ),
     ],
 )
 def test_bad_values_fail_in_one_line_naming_key_value_and_expectation(cfg, message):
@@ -58,7 +73,11 @@ def test_stage_arg_carries_the_declared_keys_and_round_trips():
 def test_cli_validate_reports_bad_config(tmp_path, venv_env):
     bad = tmp_path / "bad.yaml"
     bad.write_text("parent:\n  train:\n    batch_size: 0\n")
-    r = subprocess.run([sys.executable, "-m", "puzzle", "validate", "--config", str(bad)],
-                       capture_output=True, text=True, env=venv_env)
+    r = subprocess.run(
+        [sys.executable, "-m", "puzzle", "validate", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        env=venv_env,
+    )
     assert r.returncode == 2
     assert r.stderr.strip() == "puzzle validate: config error: parent.train.batch_size = 0: expected a number >= 1"

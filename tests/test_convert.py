@@ -64,7 +64,9 @@ def test_cli_converts_a_llama_checkpoint(llama_dir, tmp_path, capsys):
 
 
 def test_parent_width_on_256_is_written_as_ffn_mult(tmp_path):
-    parent = random_model(LlamaForCausalLM, LlamaConfig(**{**TINY, "intermediate_size": 256}, tie_word_embeddings=True))
+    parent = random_model(
+        LlamaForCausalLM, LlamaConfig(**{**TINY, "intermediate_size": 256}, tie_word_embeddings=True)
+    )
     out = convert.convert_llama(parent, tmp_path / "child")
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["tie_word_embeddings"] is True

@@ -13,18 +13,20 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from puzzle import io
+from puzzle import cli, io
 from puzzle.assemble import verify_solution
 from puzzle.scoring import COLUMNS, refuse_non_finite
 from puzzle.search.synthetic import synthetic_tables
-from puzzle import cli
 
 META = {f"key{i}": str(i) for i in range(12)}  # enough keys that a hash order would differ between runs
 
 
 def _tensors():
     g = torch.Generator().manual_seed(0)
-    return {"mlp.down_proj.weight": torch.randn(4, 8, generator=g), "mlp.up_proj.weight": torch.randn(8, 4, generator=g)}
+    return {
+        "mlp.down_proj.weight": torch.randn(4, 8, generator=g),
+        "mlp.up_proj.weight": torch.randn(8, 4, generator=g),
+    }
 
 
 def test_two_writes_of_the_same_tensors_give_the_same_bytes_and_read_back(tmp_path):
@@ -68,10 +70,13 @@ def test_bad_json_is_named_with_its_position(tmp_path):
         io.read_json(path)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"\x89PNG\r\n\x1a\n\xff\xfe\xfa binary", "not a text CSV"),
-    (b"", "empty file: expected a CSV with a header row"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\x89PNG\r\n\x1a\n\xff\xfe\xfa binary", "not a text CSV"),
+        (b"", "empty file: expected a CSV with a header row"),
+    ],
+)
 def test_a_garbage_csv_is_named(tmp_path, content, message):
     path = tmp_path / "scores.csv"
     path.write_bytes(content)
@@ -80,9 +85,12 @@ def test_a_garbage_csv_is_named(tmp_path, content, message):
 
 
 def test_scoring_refuses_to_write_nan_or_inf():
-    frame = pd.DataFrame([[0, "attn_kv2", "ffn_100", 0.0, 3.0, 0.5], [1, "attn_kv2", "ffn_50", float("nan"), 3.1, 0.4]],
-                         columns=COLUMNS)
-    with pytest.raises(io.ArtifactError, match=r"scoring: layer 1 block attn_kv2\+ffn_50 scores .*expected finite numbers"):
+    frame = pd.DataFrame(
+        [[0, "attn_kv2", "ffn_100", 0.0, 3.0, 0.5], [1, "attn_kv2", "ffn_50", float("nan"), 3.1, 0.4]], columns=COLUMNS
+    )
+    with pytest.raises(
+        io.ArtifactError, match=r"scoring: layer 1 block attn_kv2\+ffn_50 scores .*expected finite numbers"
+    ):
         refuse_non_finite(frame, "scoring")
     frame.loc[1, "kl"] = float("inf")
     with pytest.raises(io.ArtifactError, match="layer 1"):
@@ -95,14 +103,30 @@ def test_a_hand_edited_solution_stops_before_assembly_naming_the_file(tmp_path):
     scores.to_csv(tmp_path / "scores.csv", index=False)
     costs.to_csv(tmp_path / "costs.csv", index=False)
     out = tmp_path / "solution.json"
-    assert cli.main(["search", "--scores", str(tmp_path / "scores.csv"), "--costs", str(tmp_path / "costs.csv"),
-                     "--throughput", "1.5x", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "search",
+                "--scores",
+                str(tmp_path / "scores.csv"),
+                "--costs",
+                str(tmp_path / "costs.csv"),
+                "--throughput",
+                "1.5x",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     verify_solution(out, tmp_path / "scores.csv", tmp_path / "costs.csv")  # as the search wrote it: passes
     sol = json.loads(out.read_text())
     layer = next(i for i, b in enumerate(sol["layers"]) if b["ffn"] != "ffn_noop")
     sol["layers"][layer]["ffn"] = "ffn_noop"  # consistent edit of one block, costs left as the solver wrote them
     out.write_text(json.dumps(sol))
-    with pytest.raises(io.ArtifactError, match=rf"^{out}: solution does not verify: .*costs\.\w+ = .* but the tables give"):
+    with pytest.raises(
+        io.ArtifactError, match=rf"^{out}: solution does not verify: .*costs\.\w+ = .* but the tables give"
+    ):
         verify_solution(out, tmp_path / "scores.csv", tmp_path / "costs.csv")
 
 
@@ -144,9 +168,11 @@ def test_overwritten_bytes_that_decode_to_finite_numbers_stop_every_library_read
     before = io.load_safetensors(clean / "layer_1" / path.name)["mlp.up_proj.weight"]
     assert not torch.equal(tensors["mlp.up_proj.weight"], before)
     actual = hashlib.sha256(path.read_bytes()).hexdigest()
-    message = (f"{path}: sha256 {actual}, but {path.with_suffix('.json')} records {record['sha256']}: the file "
-               f"was changed after BLD wrote it; rerun its bld job (delete {path} and ffn_50.json, then run "
-               "snakemake again)")
+    message = (
+        f"{path}: sha256 {actual}, but {path.with_suffix('.json')} records {record['sha256']}: the file "
+        f"was changed after BLD wrote it; rerun its bld job (delete {path} and ffn_50.json, then run "
+        "snakemake again)"
+    )
     readers = {
         "scoring": lambda: scoring.read_library_file(path),
         "assemble": lambda: assemble.assemble_state(parent, lib, layers, "decoupled"),
@@ -166,8 +192,11 @@ def test_a_library_file_that_changed_size_or_has_no_record_is_refused(tiny_libra
     path = lib / "layer_0" / "attn_kv1.safetensors"
     size = path.stat().st_size
     path.write_bytes(path.read_bytes() + b"\0" * 8)
-    with pytest.raises(io.ArtifactError, match=rf"^{path}: {size + 8} bytes, but {path.with_suffix('.json')} records "
-                                               rf"{size}: a changed file; rerun its bld job"):
+    with pytest.raises(
+        io.ArtifactError,
+        match=rf"^{path}: {size + 8} bytes, but {path.with_suffix('.json')} records "
+        rf"{size}: a changed file; rerun its bld job",
+    ):
         library.load_entry(path)
     path.with_suffix(".json").write_text('{"variant": "attn_kv1"}')
     with pytest.raises(io.ArtifactError, match=rf"^{path}: {path.with_suffix('.json')} records no size and sha256"):

@@ -79,20 +79,38 @@ def test_cli_writes_per_model_json_and_the_summary(tiny, capsys):
     extra = {"name": "long", "batch": 1, "input_len": 4, "output_len": 9}
     c = child_cfg(evaluate={"scenarios": [extra], "lm_eval_tasks": ["toy_task"]})
     out = root / "eval" / "tgt" / "chat" / "2x"
-    argv = ["evaluate", "--cfg", shlex.split(pzc.stage_arg(c, "evaluate"))[0], "--parent", str(parent_dir), "--model", f"child={child_dir}",
-            "--model", f"gkd={child_dir}", "--test", str(data / "test.bin"), "--solution", str(solution),
-            "--out", str(out)]
+    argv = [
+        "evaluate",
+        "--cfg",
+        shlex.split(pzc.stage_arg(c, "evaluate"))[0],
+        "--parent",
+        str(parent_dir),
+        "--model",
+        f"child={child_dir}",
+        "--model",
+        f"gkd={child_dir}",
+        "--test",
+        str(data / "test.bin"),
+        "--solution",
+        str(solution),
+        "--out",
+        str(out),
+    ]
     assert cli.main(argv) == 0
     rows = {m: json.loads((out / f"{m}.json").read_text()) for m in ("parent", "child", "gkd")}
     p, ch = rows["parent"], rows["child"]
     assert p["quality"]["kl"] == 0.0 and p["throughput_ratio"] == {"chat_b2": 1.0, "long_b1": 1.0}
     assert set(ch["throughput"]) == {"chat_b2", "long_b1"}
-    assert ch["throughput"]["chat_b2"]["batch"] == SCENARIO["batch"] and len(ch["throughput"]["long_b1"]["seconds"]) == 2
+    assert (
+        ch["throughput"]["chat_b2"]["batch"] == SCENARIO["batch"] and len(ch["throughput"]["long_b1"]["seconds"]) == 2
+    )
     # child and gkd share an architecture: one measurement serves both
     assert rows["gkd"]["throughput"] == ch["throughput"] and ch["throughput"]["chat_b2"]["measured_as"] == "child"
     speed = ch["throughput"]["chat_b2"]["tokens_per_s"] / p["throughput"]["chat_b2"]["tokens_per_s"]
     assert ch["throughput_ratio"]["chat_b2"] == pytest.approx(speed)
-    assert ch["retained_pct"]["token_acc"] == pytest.approx(100 * ch["quality"]["token_acc"] / p["quality"]["token_acc"])
+    assert ch["retained_pct"]["token_acc"] == pytest.approx(
+        100 * ch["quality"]["token_acc"] / p["quality"]["token_acc"]
+    )
     assert ch["retained_pct"]["lm_loss"] == pytest.approx(100 * p["quality"]["lm_loss"] / ch["quality"]["lm_loss"])
     assert ch["lm_eval"] == {"skipped": "lm-eval is not installed"} or "toy_task" in json.dumps(ch["lm_eval"])
 
@@ -117,8 +135,14 @@ def test_each_model_is_freed_before_the_next_is_read(tiny, monkeypatch):
         return model
 
     monkeypatch.setattr(evaluate, "load_model", load)
-    rows = evaluate.evaluate(child_cfg(), str(parent_dir), {"child": str(child_dir), "same": str(same_dir),
-                             "gkd": str(child_dir)}, str(data / "test.bin"), None, str(root / "eval"))
+    rows = evaluate.evaluate(
+        child_cfg(),
+        str(parent_dir),
+        {"child": str(child_dir), "same": str(same_dir), "gkd": str(child_dir)},
+        str(data / "test.bin"),
+        None,
+        str(root / "eval"),
+    )
     assert held_at_load == [0, 0, 0, 0]
     assert set(rows) == {"parent", "child", "same", "gkd"} and rows["parent"]["quality"]["kl"] == 0.0
     assert rows["gkd"]["quality"] == rows["child"]["quality"]  # the same checkpoint read again gives the same

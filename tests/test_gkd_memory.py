@@ -23,10 +23,16 @@ def test_real_models_8b_fits_one_node_and_70b_needs_several():
     r8, l8 = 2 * 128256 * 4096, 218_112_000  # Llama-3.1-8B: untied embeddings + head; one layer
     b = gkd_memory.bytes_per_gpu(5_200_000_000, 8_030_000_000, 8, False, r8, l8)
     assert b.total == 10_400_000_000 + 8_048_934_912 + 16_060_000_000
-    assert gkd_memory.fewest_nodes(5_200_000_000, 8_030_000_000, 8, 80e9, root_params=r8, layer_params=l8) == (1, False)
+    assert gkd_memory.fewest_nodes(5_200_000_000, 8_030_000_000, 8, 80e9, root_params=r8, layer_params=l8) == (
+        1,
+        False,
+    )
     r70, l70 = 2 * 128256 * 8192, 855_654_400  # Llama-3.3-70B
     # 16 GPUs: 49 GB shards + 19.5 GB gathered + 16.2 GB parent = 84.6 GB > 80 GB; 24 GPUs still above 0.8 x 80
-    assert gkd_memory.fewest_nodes(49_000_000_000, 70_550_000_000, 8, 80e9, root_params=r70, layer_params=l70) == (4, True)
+    assert gkd_memory.fewest_nodes(49_000_000_000, 70_550_000_000, 8, 80e9, root_params=r70, layer_params=l70) == (
+        4,
+        True,
+    )
     assert gkd_memory.fewest_nodes(49_000_000_000, 70_550_000_000, 8, 80e9, max_nodes=1) is None
 
 

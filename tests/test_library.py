@@ -5,9 +5,9 @@ import json
 
 import pytest
 import torch
-from fixtures import tiny_setup
 from safetensors import safe_open
 
+from fixtures import tiny_setup
 from puzzle import bld, bld_init, library
 from puzzle.activations import LayerActivations
 from puzzle.bld_teacher import StoredInputs
@@ -106,8 +106,8 @@ def test_activations_hold_layer_input_ffn_input_and_output(tiny):
     ids = [3, 9, 10, 23]  # across chunks of 10 windows
     a, b = l0.get(("x", "h", "y"), ids), l1.get(("x", "y"), ids)
     assert torch.equal(a["y"], b["x"])  # layer output = next layer's input
-    from puzzle.training import fixed_windows
     from puzzle.data import read_shard
+    from puzzle.training import fixed_windows
 
     windows = fixed_windows(read_shard(tiny["shards"] / "train.bin"), 24, 16)[ids]
     with torch.no_grad():
@@ -138,7 +138,6 @@ def test_library_files_have_exactly_the_contract_names(tiny, tmp_path):
         with safe_open(str(library.entry_path(tmp_path, 0, name)), "pt") as f:
             assert set(f.keys()) == keys, name
             meta = f.metadata()
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         assert meta["variant"] == name and meta["layer"] == "0"
         assert set(json.loads(meta["block_config"])) == {library.subblocks(name)[0] and "attention" or "ffn"}
         info = json.loads(library.entry_path(tmp_path, 0, name, "json").read_text())

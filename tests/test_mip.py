@@ -2,13 +2,14 @@
 thresholds, relative targets resolved against the parent, and verification of written solutions."""
 
 import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from puzzle.config import ConfigError
-from puzzle.search.mip import Mip, VerificationError, check_diversity, dominator_counts, min_differing, verify
 from puzzle.search.instance import build_instance, resource_bounds
+from puzzle.search.mip import Mip, VerificationError, check_diversity, dominator_counts, min_differing, verify
 from puzzle.search.solve import InfeasibleError, Search
 from puzzle.search.synthetic import synthetic_tables
 from puzzle.search.tables import check_costs, check_scores
@@ -158,16 +159,39 @@ def test_dominated_options_are_dropped_exactly():
 
 def hand_tables(per_layer: bool = False):
     """2 layers x {attn_kv2 (parent), attn_noop} x {ffn_100 (parent), ffn_noop}; batch 2, 3 in, 5 out."""
-    kl = {("attn_kv2", "ffn_100"): 0.0, ("attn_kv2", "ffn_noop"): 0.7, ("attn_noop", "ffn_100"): 0.4, ("attn_noop", "ffn_noop"): 2.0}
-    scores = pd.DataFrame([
-        {"layer": i, "attention": a, "ffn": f, "kl": v * (i + 1), "lm_loss": 2.0 + v * (i + 1), "token_acc": 0.5 - 0.1 * v}
-        for i in range(2) for (a, f), v in kl.items()
-    ])
+    kl = {
+        ("attn_kv2", "ffn_100"): 0.0,
+        ("attn_kv2", "ffn_noop"): 0.7,
+        ("attn_noop", "ffn_100"): 0.4,
+        ("attn_noop", "ffn_noop"): 2.0,
+    }
+    scores = pd.DataFrame(
+        [
+            {
+                "layer": i,
+                "attention": a,
+                "ffn": f,
+                "kl": v * (i + 1),
+                "lm_loss": 2.0 + v * (i + 1),
+                "token_acc": 0.5 - 0.1 * v,
+            }
+            for i in range(2)
+            for (a, f), v in kl.items()
+        ]
+    )
     base = {"scenario": "s", "batch": 2, "input_len": 3, "output_len": 5}
-    sub = [("attention", "attn_kv2", 1.0, 0.1, 100, 4), ("attention", "attn_noop", 0, 0, 0, 0),
-           ("ffn", "ffn_100", 2.0, 0.2, 300, 0), ("ffn", "ffn_noop", 0, 0, 0, 0)]
+    sub = [
+        ("attention", "attn_kv2", 1.0, 0.1, 100, 4),
+        ("attention", "attn_noop", 0, 0, 0, 0),
+        ("ffn", "ffn_100", 2.0, 0.2, 300, 0),
+        ("ffn", "ffn_noop", 0, 0, 0, 0),
+    ]
     cols = ["kind", "variant", "prefill_ms", "decode_ms", "param_bytes", "kv_bytes_per_token"]
-    rows = [{**base, **dict(zip(cols, r)), **({"layer": i} if per_layer else {})} for r in sub for i in (range(2) if per_layer else [0])]
+    rows = [
+        {**base, **dict(zip(cols, r)), **({"layer": i} if per_layer else {})}
+        for r in sub
+        for i in (range(2) if per_layer else [0])
+    ]
     rows.append({**base, **dict(zip(cols, ("non_block", "non_block", 0.5, 0.05, 50, 0)))})
     return check_scores(scores), check_costs(pd.DataFrame(rows))
 
@@ -186,7 +210,11 @@ def test_costs_and_relative_targets_resolve_against_the_parent(per_layer):
     assert parent["time_ms"] == pytest.approx(PARENT_TIME, abs=1e-12)
     assert parent["memory_bytes"] == PARENT_MEMORY and parent["param_bytes"] == 2 * 400 + 50
     assert parent["throughput_tok_s"] == pytest.approx(PARENT_THROUGHPUT, rel=1e-12)
-    targets = {"throughput": parse_target("throughput", "2x"), "memory": parse_target("memory", "0.5x"), "latency": parse_target("latency", "0.8x")}
+    targets = {
+        "throughput": parse_target("throughput", "2x"),
+        "memory": parse_target("memory", "0.5x"),
+        "latency": parse_target("latency", "0.8x"),
+    }
     resolved = search.resolve(targets, 2)
     assert resolved["throughput"] == pytest.approx(2 * PARENT_THROUGHPUT, rel=1e-12)
     assert resolved["memory"] == pytest.approx(489.0) and resolved["latency"] == pytest.approx(0.8 * PARENT_TIME)
@@ -205,23 +233,35 @@ def test_costs_and_relative_targets_resolve_against_the_parent(per_layer):
 def test_lm_loss_and_token_acc_sum_changes_against_the_parent():
     scores, costs = hand_tables()
     for metric, sense, expected in (("lm_loss", "minimize", 2.1), ("token_acc", "maximize", -0.14)):
-        rec = Search(scores, costs, metric=metric, kinds={"throughput"}).run({"throughput": parse_target("throughput", "2x")})[0]
+        rec = Search(scores, costs, metric=metric, kinds={"throughput"}).run(
+            {"throughput": parse_target("throughput", "2x")}
+        )[0]
         assert rec["sense"] == sense and rec["objective"] == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
     "kind, text, value, relative",
-    [("memory", "80GiB", 80 * 2**30, False), ("memory", "512 MiB", 512 * 2**20, False), ("memory", "40GB", 40e9, False),
-     ("memory", 1e9, 1e9, False), ("memory", "0.5x", 0.5, True), ("throughput", "5000 tok/s", 5000, False),
-     ("throughput", "2.0x", 2.0, True), ("latency", "250ms", 250, False), ("latency", "0.25s", 250, False),
-     ("latency", "1e3", 1000, False)],
+    [
+        ("memory", "80GiB", 80 * 2**30, False),
+        ("memory", "512 MiB", 512 * 2**20, False),
+        ("memory", "40GB", 40e9, False),
+        ("memory", 1e9, 1e9, False),
+        ("memory", "0.5x", 0.5, True),
+        ("throughput", "5000 tok/s", 5000, False),
+        ("throughput", "2.0x", 2.0, True),
+        ("latency", "250ms", 250, False),
+        ("latency", "0.25s", 250, False),
+        ("latency", "1e3", 1000, False),
+    ],
 )
 def test_parse_target(kind, text, value, relative):
     t = parse_target(kind, text)
     assert t.value == pytest.approx(value) and t.relative == relative
 
 
-@pytest.mark.parametrize("kind, text", [("memory", "80 GB/s"), ("throughput", "fast"), ("latency", "-3ms"), ("memory", "0x")])
+@pytest.mark.parametrize(
+    "kind, text", [("memory", "80 GB/s"), ("throughput", "fast"), ("latency", "-3ms"), ("memory", "0x")]
+)
 def test_bad_targets_fail_in_one_line(kind, text):
     with pytest.raises(ConfigError, match=rf"search\.{kind} = '{text}'"):
         parse_target(kind, text)
@@ -232,7 +272,9 @@ def test_bad_targets_fail_in_one_line(kind, text):
 
 @pytest.fixture(scope="module")
 def small_tables():
-    return synthetic_tables(6, seed=3, attention=("attn_kv8", "attn_kv2", "attn_noop"), ffn=("ffn_100", "ffn_50", "ffn_10", "ffn_noop"))
+    return synthetic_tables(
+        6, seed=3, attention=("attn_kv8", "attn_kv2", "attn_noop"), ffn=("ffn_100", "ffn_50", "ffn_10", "ffn_noop")
+    )
 
 
 def test_infeasible_memory_names_the_threshold_that_is_exactly_feasible(small_tables):
@@ -264,13 +306,22 @@ def test_infeasible_throughput_names_the_largest_feasible(small_tables):
 
 def tradeoff_tables():
     """2 layers choosing attn_kv2 (fast, 100 bytes) or attn_kv1 (slow, 10 bytes): memory and time conflict."""
-    scores = pd.DataFrame([{"layer": i, "attention": a, "ffn": "ffn_100", "kl": kl, "lm_loss": 2 + kl, "token_acc": 0.5}
-                           for i in range(2) for a, kl in (("attn_kv2", 0.0), ("attn_kv1", 0.5))])
+    scores = pd.DataFrame(
+        [
+            {"layer": i, "attention": a, "ffn": "ffn_100", "kl": kl, "lm_loss": 2 + kl, "token_acc": 0.5}
+            for i in range(2)
+            for a, kl in (("attn_kv2", 0.0), ("attn_kv1", 0.5))
+        ]
+    )
     base = {"scenario": "s", "batch": 1, "input_len": 0, "output_len": 1, "decode_ms": 0.0, "kv_bytes_per_token": 0}
-    costs = pd.DataFrame([{**base, "kind": "attention", "variant": "attn_kv2", "prefill_ms": 1.0, "param_bytes": 100},
-                          {**base, "kind": "attention", "variant": "attn_kv1", "prefill_ms": 3.0, "param_bytes": 10},
-                          {**base, "kind": "ffn", "variant": "ffn_100", "prefill_ms": 0.0, "param_bytes": 0},
-                          {**base, "kind": "non_block", "variant": "non_block", "prefill_ms": 0.0, "param_bytes": 0}])
+    costs = pd.DataFrame(
+        [
+            {**base, "kind": "attention", "variant": "attn_kv2", "prefill_ms": 1.0, "param_bytes": 100},
+            {**base, "kind": "attention", "variant": "attn_kv1", "prefill_ms": 3.0, "param_bytes": 10},
+            {**base, "kind": "ffn", "variant": "ffn_100", "prefill_ms": 0.0, "param_bytes": 0},
+            {**base, "kind": "non_block", "variant": "non_block", "prefill_ms": 0.0, "param_bytes": 0},
+        ]
+    )
     return check_scores(scores), check_costs(costs)
 
 
@@ -295,13 +346,24 @@ def test_jointly_infeasible_targets_are_both_named():
 def solved(small_tables):
     scores, costs = small_tables
     search = Search(scores, costs, kinds={"throughput", "memory"})
-    return scores, costs, search.run({"throughput": parse_target("throughput", "1.5x"), "memory": parse_target("memory", "0.8x")}, num_solutions=3, diversity=0.5)
+    return (
+        scores,
+        costs,
+        search.run(
+            {"throughput": parse_target("throughput", "1.5x"), "memory": parse_target("memory", "0.8x")},
+            num_solutions=3,
+            diversity=0.5,
+        ),
+    )
 
 
 @pytest.mark.parametrize(
     "tamper, message",
     [
-        (lambda r: r["layers"][0].update(ffn="ffn_noop" if r["layers"][0]["ffn"] != "ffn_noop" else "ffn_100"), "costs"),
+        (
+            lambda r: r["layers"][0].update(ffn="ffn_noop" if r["layers"][0]["ffn"] != "ffn_noop" else "ffn_100"),
+            "costs",
+        ),
         (lambda r: r["costs"].update(memory_bytes=r["costs"]["memory_bytes"] * 0.99), "costs.memory_bytes"),
         (lambda r: r.update(objective=r["objective"] * 0.5 - 1e-3), "objective"),
         (lambda r: r["constraints"]["memory"].update(value=r["costs"]["memory_bytes"] * 0.99), "constraint memory"),
@@ -332,7 +394,9 @@ def test_returned_solutions_are_diverse_and_ordered(solved):
 
 
 def test_search_picks_the_best_batch():
-    scores, costs = synthetic_tables(4, seed=5, attention=("attn_kv8", "attn_kv2", "attn_noop"), ffn=("ffn_100", "ffn_50", "ffn_noop"))
+    scores, costs = synthetic_tables(
+        4, seed=5, attention=("attn_kv8", "attn_kv2", "attn_noop"), ffn=("ffn_100", "ffn_50", "ffn_noop")
+    )
     targets = {"throughput": parse_target("throughput", 2000.0), "memory": parse_target("memory", "8GiB")}
     best = Search(scores, costs, kinds=set(targets)).run(targets)[0]
     optima = {}

@@ -34,11 +34,16 @@ def eval_row(model, token_acc, lm_loss, kl, tok_s, parent=None):
 
 
 def solution(method="mip", metric="kl", tok_s=20.0, layers=None, seed=None, objective=0.1):
-    return {"method": method, "metric": metric, "objective": objective, "scenario": SCENARIO,
-            "costs": {"throughput_tok_s": tok_s},
-            "parent": {"attention": "attn_kv2", "ffn": "ffn_100", "costs": {"throughput_tok_s": 10.0}},
-            "layers": layers or [{"attention": "attn_kv2", "ffn": "ffn_50"}, {"attention": "attn_noop", "ffn": "ffn_100"}],
-            "solver": {} if seed is None else {"seed": seed}}
+    return {
+        "method": method,
+        "metric": metric,
+        "objective": objective,
+        "scenario": SCENARIO,
+        "costs": {"throughput_tok_s": tok_s},
+        "parent": {"attention": "attn_kv2", "ffn": "ffn_100", "costs": {"throughput_tok_s": 10.0}},
+        "layers": layers or [{"attention": "attn_kv2", "ffn": "ffn_50"}, {"attention": "attn_noop", "ffn": "ffn_100"}],
+        "solver": {} if seed is None else {"seed": seed},
+    }
 
 
 def write_child(root, name, sol, acc=(0.5, 0.45, 0.48), tok_s=(100.0, 150.0)):
@@ -46,8 +51,11 @@ def write_child(root, name, sol, acc=(0.5, 0.45, 0.48), tok_s=(100.0, 150.0)):
     (root / "search" / name).mkdir(parents=True)
     (root / "search" / name / "solution.json").write_text(json.dumps(sol))
     parent = eval_row("parent", acc[0], 2.0, 0.0, tok_s[0])
-    rows = {"parent": parent, "child": eval_row("child", acc[1], 2.5, 0.3, tok_s[1], parent),
-            "gkd": eval_row("gkd", acc[2], 2.2, 0.1, tok_s[1], parent)}
+    rows = {
+        "parent": parent,
+        "child": eval_row("child", acc[1], 2.5, 0.3, tok_s[1], parent),
+        "gkd": eval_row("gkd", acc[2], 2.2, 0.1, tok_s[1], parent),
+    }
     (root / "eval" / name).mkdir(parents=True)
     for m, r in rows.items():
         (root / "eval" / name / f"{m}.json").write_text(json.dumps(r))
@@ -113,12 +121,22 @@ def test_table18_puts_the_compressed_parents_beside_the_child_with_their_kept_fr
 
 def test_table17_one_row_per_loss_with_its_terms_and_validation_kl(tmp_path):
     main = child(tmp_path)
-    evals = {"kl+cosine": eval_row("kl+cosine", 0.49, 2.1, 0.05, 150.0, main.evals["parent"]),
-             "lm": eval_row("lm", 0.47, 2.05, 0.2, 150.0, main.evals["parent"])}
-    reports = {"kl+cosine": {"val_kl_before": 0.4, "val_kl_after": 0.06}, "lm": {"val_kl_before": 0.4, "val_kl_after": 0.3}}
+    evals = {
+        "kl+cosine": eval_row("kl+cosine", 0.49, 2.1, 0.05, 150.0, main.evals["parent"]),
+        "lm": eval_row("lm", 0.47, 2.05, 0.2, 150.0, main.evals["parent"]),
+    }
+    reports = {
+        "kl+cosine": {"val_kl_before": 0.4, "val_kl_after": 0.06},
+        "lm": {"val_kl_before": 0.4, "val_kl_after": 0.3},
+    }
     t = tables.table17(main, evals, reports)
     assert list(t["row"]) == ["no uptraining", "cosine+kl", "lm", "parent"]
-    assert t[["loss_cosine", "loss_kl", "loss_lm"]].values.tolist() == [[False] * 3, [True, True, False], [False, False, True], [False] * 3]
+    assert t[["loss_cosine", "loss_kl", "loss_lm"]].values.tolist() == [
+        [False] * 3,
+        [True, True, False],
+        [False, False, True],
+        [False] * 3,
+    ]
     assert t["val_kl"].tolist() == [0.4, 0.06, 0.3, 0.0]
     assert t["token_acc"].tolist() == [0.45, 0.49, 0.47, 0.5]
     assert t["paper_mmlu"].tolist() == [78.39, 79.61, 78.55, 81.66]
@@ -127,8 +145,11 @@ def test_table17_one_row_per_loss_with_its_terms_and_validation_kl(tmp_path):
 def test_table5_puts_the_model_from_scratch_beside_the_child_at_their_measured_speeds(tmp_path):
     main = child(tmp_path)
     parent = eval_row("parent", 0.5, 2.0, 0.0, 100.0)
-    evals = {"parent": parent, "child": eval_row("child", 0.48, 2.2, 0.1, 210.0, parent),
-             "scratch": eval_row("scratch", 0.40, 2.6, 0.5, 220.0, parent)}
+    evals = {
+        "parent": parent,
+        "child": eval_row("child", 0.48, 2.2, 0.1, 210.0, parent),
+        "scratch": eval_row("scratch", 0.40, 2.6, 0.5, 220.0, parent),
+    }
     for m, n in (("parent", 1000), ("child", 600), ("scratch", 500)):
         evals[m]["parameters"] = n
     config = {"num_hidden_layers": 3, "hidden_size": 128, "num_key_value_heads": 1, "intermediate_size": 344}
@@ -146,9 +167,11 @@ def test_table5_puts_the_model_from_scratch_beside_the_child_at_their_measured_s
 def test_table6_one_row_per_budget_largest_first_with_its_share_of_the_parents_tokens(tmp_path):
     main = child(tmp_path)
     parent = main.evals["parent"]
-    evals = {"tokens1000": eval_row("tokens1000", 0.44, 2.4, 0.3, 150.0, parent),
-             "tokens4000": eval_row("tokens4000", 0.48, 2.2, 0.1, 150.0, parent),
-             "tokens2000": eval_row("tokens2000", 0.46, 2.3, 0.2, 150.0, parent)}
+    evals = {
+        "tokens1000": eval_row("tokens1000", 0.44, 2.4, 0.3, 150.0, parent),
+        "tokens4000": eval_row("tokens4000", 0.48, 2.2, 0.1, 150.0, parent),
+        "tokens2000": eval_row("tokens2000", 0.46, 2.3, 0.2, 150.0, parent),
+    }
     reports = {n: {"tokens": int(n[6:]), "val_kl_before": 0.4, "val_kl_after": 0.4 / int(n[6:])} for n in evals}
     t = tables.table6(main, evals, reports, 80_000)
     assert t["row"].tolist() == ["no uptraining", "4,000 tokens", "2,000 tokens", "1,000 tokens", "parent"]
@@ -172,10 +195,30 @@ def test_frontier_is_exactly_the_non_dominated_points():
 
 
 def costs_frame(per_layer=False):
-    rows = [("attention", "attn_kv2", 10.0, 1.0), ("attention", "attn_noop", 0.0, 0.0), ("ffn", "ffn_100", 4.0, 2.0),
-            ("ffn", "ffn_50", 2.0, 1.0), ("non_block", "non_block", 1.0, 0.1)]
-    frame = pd.DataFrame([{"kind": k, "variant": v, "scenario": "chat", "batch": 4, "input_len": 8, "output_len": 16,
-                           "prefill_ms": p, "decode_ms": d, "param_bytes": 100, "kv_bytes_per_token": 0} for k, v, p, d in rows])
+    rows = [
+        ("attention", "attn_kv2", 10.0, 1.0),
+        ("attention", "attn_noop", 0.0, 0.0),
+        ("ffn", "ffn_100", 4.0, 2.0),
+        ("ffn", "ffn_50", 2.0, 1.0),
+        ("non_block", "non_block", 1.0, 0.1),
+    ]
+    frame = pd.DataFrame(
+        [
+            {
+                "kind": k,
+                "variant": v,
+                "scenario": "chat",
+                "batch": 4,
+                "input_len": 8,
+                "output_len": 16,
+                "prefill_ms": p,
+                "decode_ms": d,
+                "param_bytes": 100,
+                "kv_bytes_per_token": 0,
+            }
+            for k, v, p, d in rows
+        ]
+    )
     if per_layer:  # layer 1's FFNs are twice as slow, the ratio the same
         frame = pd.concat([frame.assign(layer=0), frame.assign(layer=1)])
         frame.loc[(frame["layer"] == 1) & (frame["kind"] == "ffn"), ["prefill_ms", "decode_ms"]] *= 2
@@ -210,7 +253,14 @@ def write_sweep(root, layers_by_target):
         d = root / f"throughput_{target}"
         d.mkdir(parents=True)
         (d / "solution.json").write_text(json.dumps(solution(tok_s=10.0 + 5 * i, layers=layers, objective=0.1 * i)))
-        rows.append({"target": target, "status": "ok", "objective": 0.1 * i, "path": f"elsewhere/throughput_{target}/solution.json"})
+        rows.append(
+            {
+                "target": target,
+                "status": "ok",
+                "objective": 0.1 * i,
+                "path": f"elsewhere/throughput_{target}/solution.json",
+            }
+        )
     pd.DataFrame(rows).to_csv(root / "sweep.csv", index=False)
 
 
@@ -242,20 +292,40 @@ def test_report_cli_writes_csv_and_markdown(tmp_path):
     from puzzle import cli
 
     sol, ev = write_child(tmp_path, "main", solution())
-    assert cli.main(["report", "table2", "--child", str(sol), str(ev), "--paper-scenario", "chat=Text Generation",
-                     "--out", str(tmp_path / "paper" / "table2")]) == 0
+    assert (
+        cli.main(
+            [
+                "report",
+                "table2",
+                "--child",
+                str(sol),
+                str(ev),
+                "--paper-scenario",
+                "chat=Text Generation",
+                "--out",
+                str(tmp_path / "paper" / "table2"),
+            ]
+        )
+        == 0
+    )
     assert pd.read_csv(tmp_path / "paper" / "table2.csv")["paper_speedup"].tolist() == [2.17]
     assert (tmp_path / "paper" / "table2.md").read_text().startswith("# table2 analogue")
 
 
-@pytest.mark.parametrize("budget, expected", [
-    ("throughput_2x", {"method": "mip", "metric": "kl", "seed": 0}),
-    ("throughput_2x@greedy", {"method": "greedy", "metric": "kl", "seed": 0}),
-    ("throughput_2x@lm_loss", {"method": "mip", "metric": "lm_loss", "seed": 0}),
-    ("throughput_2x@random-s3", {"method": "random", "metric": "kl", "seed": 3}),
-    ("throughput_2x@bld-coupled", {"method": "mip", "metric": "kl", "seed": 0}),  # another library: same search
-    ("throughput_2x@random-s3-scratch", {"method": "random", "metric": "kl", "seed": 3}),  # random weights: same search
-])
+@pytest.mark.parametrize(
+    "budget, expected",
+    [
+        ("throughput_2x", {"method": "mip", "metric": "kl", "seed": 0}),
+        ("throughput_2x@greedy", {"method": "greedy", "metric": "kl", "seed": 0}),
+        ("throughput_2x@lm_loss", {"method": "mip", "metric": "lm_loss", "seed": 0}),
+        ("throughput_2x@random-s3", {"method": "random", "metric": "kl", "seed": 3}),
+        ("throughput_2x@bld-coupled", {"method": "mip", "metric": "kl", "seed": 0}),  # another library: same search
+        (
+            "throughput_2x@random-s3-scratch",
+            {"method": "random", "metric": "kl", "seed": 3},
+        ),  # random weights: same search
+    ],
+)
 def test_search_budget_suffix_names_the_method_metric_and_seed(budget, expected):
     parser = argparse.ArgumentParser()
     search.add_arguments(parser)
@@ -266,7 +336,9 @@ def test_search_budget_suffix_names_the_method_metric_and_seed(budget, expected)
 def test_unconstrained_budget_drops_the_configured_targets():
     parser = argparse.ArgumentParser()
     search.add_arguments(parser)
-    _, cfg = search._config(parser.parse_args(["--budget", "unconstrained@scratch", "--cfg", json.dumps({"search": {"throughput": "2x"}})]))
+    _, cfg = search._config(
+        parser.parse_args(["--budget", "unconstrained@scratch", "--cfg", json.dumps({"search": {"throughput": "2x"}})])
+    )
     assert (cfg["throughput"], cfg["memory"], cfg["latency"], cfg["method"]) == (None, None, None, "mip")
 
 
@@ -275,7 +347,9 @@ def test_search_budget_suffix_rejects_unknown_names():
         search.budget_settings("throughput_2x@fast")
 
 
-def write_library(root, name, mode="decoupled", corpus="mixed", tokens=4096, trained=(("attn_kv1", 1.5), ("ffn_50", 2.5))):
+def write_library(
+    root, name, mode="decoupled", corpus="mixed", tokens=4096, trained=(("attn_kv1", 1.5), ("ffn_50", 2.5))
+):
     """A block library's entries as bld.py writes them (a tensor file, then its JSON record with the
     file's size and sha256): trained entries (name, wall s) and a no-op."""
     d = root / name / "library" / "layer_0"
@@ -291,8 +365,10 @@ def write_library(root, name, mode="decoupled", corpus="mixed", tokens=4096, tra
 def test_library_ablation_rows_report_what_bld_spent_and_the_papers_row_of_each_library(tmp_path):
     main = child(tmp_path, "main")
     other = load_child(*write_child(tmp_path, "other", solution(tok_s=21.0), acc=(0.5, 0.40, 0.47)))
-    libs = [write_library(tmp_path / "lib", "experiment"),
-            write_library(tmp_path / "lib", "coupled", mode="coupled", trained=(("attn_kv1+ffn_50", 3.0),) * 1)]
+    libs = [
+        write_library(tmp_path / "lib", "experiment"),
+        write_library(tmp_path / "lib", "coupled", mode="coupled", trained=(("attn_kv1+ffn_50", 3.0),) * 1),
+    ]
     t8 = tables.library_ablation("table8", [main, other], libs)
     assert t8["row"].tolist() == ["experiment", "coupled"] and t8["bld_mode"].tolist() == ["decoupled", "coupled"]
     assert t8["trained_blocks"].tolist() == [2, 1] and t8["bld_tokens"].tolist() == [8192, 4096]
@@ -326,18 +402,40 @@ def test_paper_target_plans_the_ablations_and_a_changed_loss_list_replans_table1
     r = snakemake(repo, tmp_path / "wd", "-n", "-p", "paper", "--configfile", str(micro), env=venv_env)
     assert r.returncode == 0, r.stderr + r.stdout
     before = planned_jobs(r.stdout)
-    searched = {re.search(r"search/h100-analytic/tiny/([^/]+)/solution.json", out).group(1) for rule, out in before if rule == "search"}
-    ablations = ("lm_loss", "noop_only", "greedy", "max_params", "random-s0", "random-s0-scratch", "bld-coupled", "bld-narrow", "bld-tokens2048")
+    searched = {
+        re.search(r"search/h100-analytic/tiny/([^/]+)/solution.json", out).group(1)
+        for rule, out in before
+        if rule == "search"
+    }
+    ablations = (
+        "lm_loss",
+        "noop_only",
+        "greedy",
+        "max_params",
+        "random-s0",
+        "random-s0-scratch",
+        "bld-coupled",
+        "bld-narrow",
+        "bld-tokens2048",
+    )
     assert searched == {"throughput_1.3x", "unconstrained@scratch", *(f"throughput_1.3x@{v}" for v in ablations)}
-    random_init = {out.rsplit("/", 1)[1]: shell for (rule, out), (_, shell) in before.items() if rule == "assemble" and "--random-weights" in shell}
+    random_init = {
+        out.rsplit("/", 1)[1]: shell
+        for (rule, out), (_, shell) in before.items()
+        if rule == "assemble" and "--random-weights" in shell
+    }
     assert sorted(random_init) == ["throughput_1.3x@random-s0-scratch", "unconstrained@scratch"]
     assert "--random-weights 0" in random_init["throughput_1.3x@random-s0-scratch"]
     rules = {rule for rule, _ in before}
-    assert {f"paper_table{t}" for t in (1, 2, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)} | {f"paper_fig{f}" for f in (5, 6, 7, 8)} <= rules
+    assert {f"paper_table{t}" for t in (1, 2, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)} | {
+        f"paper_fig{f}" for f in (5, 6, 7, 8)
+    } <= rules
     assert {"paper_compress", "paper_compress_eval"} <= rules
     assert "paper_sweep" in rules
     # Table 9's narrow library learns from the Bible's activations, tokenized by data_corpus
-    assert [out for rule, out in before if rule == "data_corpus"] == [", ".join(f"results/micro/data/bible/{s}" for s in ("train.bin", "valid.bin", "test.bin", "meta.json"))]
+    assert [out for rule, out in before if rule == "data_corpus"] == [
+        ", ".join(f"results/micro/data/bible/{s}" for s in ("train.bin", "valid.bin", "test.bin", "meta.json"))
+    ]
     narrow = [inp for (rule, out), (inp, _) in before.items() if rule == "paper_bld" and "/narrow/" in out]
     assert len(narrow) == 2 and all("activations/bible/train" in i for i in narrow)
 
@@ -345,16 +443,33 @@ def test_paper_target_plans_the_ablations_and_a_changed_loss_list_replans_table1
         cfg = yaml.safe_load(micro.read_text())
         cfg["paper"].update(paper_section)
         (tmp_path / "changed.yaml").write_text(yaml.safe_dump(cfg))
-        r = snakemake(repo, tmp_path / "wd", "-n", "-p", "paper", "--configfile", str(tmp_path / "changed.yaml"), env=venv_env)
+        r = snakemake(
+            repo, tmp_path / "wd", "-n", "-p", "paper", "--configfile", str(tmp_path / "changed.yaml"), env=venv_env
+        )
         assert r.returncode == 0, r.stderr + r.stdout
         after = planned_jobs(r.stdout)
         # Snakemake reruns a job when its inputs or its command change
         changed = {rule for rule, out in before.keys() ^ after.keys()}
-        return changed | {rule for key in before.keys() & after.keys() if before[key] != after[key] for rule in [key[0]]}
+        return changed | {
+            rule for key in before.keys() & after.keys() if before[key] != after[key] for rule in [key[0]]
+        }
 
-    assert replan(gkd_losses=["cosine+kl", "kl"]) == {"paper_gkd_loss", "paper_gkd_loss_eval", "paper_table17"}  # lm -> kl
+    assert replan(gkd_losses=["cosine+kl", "kl"]) == {
+        "paper_gkd_loss",
+        "paper_gkd_loss_eval",
+        "paper_table17",
+    }  # lm -> kl
     assert replan(gkd_budgets=[0.25, 1]) == {"paper_gkd_budget", "paper_gkd_budget_eval", "paper_table6"}
     # another shape from scratch: that model's training only (its eval and Table 5 follow from its new output)
     assert replan(scratch={"num_layers": 1, "intermediate_size": 64}) == {"paper_scratch"}
     # another BLD token budget: its library, scores and child, and Table 10 only
-    assert replan(bld_tokens=[1024]) == {"paper_bld", "paper_score", "paper_scores", "search", "assemble", "gkd", "evaluate", "paper_table10"}
+    assert replan(bld_tokens=[1024]) == {
+        "paper_bld",
+        "paper_score",
+        "paper_scores",
+        "search",
+        "assemble",
+        "gkd",
+        "evaluate",
+        "paper_table10",
+    }

@@ -60,14 +60,19 @@ def test_parent_shape_reads_each_layer():
     assert Counter((b.attention.num_key_value_heads(64), b.ffn.width(8192)) for b in shape.blocks()) == LAYERS
     # The search's block_configs for variants of this parent land on the published widths.
     assert [blocks.ffn_config(f"ffn_{p}", shape).ffn_mult for p in (50, 25)] == [2.625, 1.3125]
-    assert blocks.ffn_config("ffn_20", shape).width(8192) == 5632 and blocks.ffn_config("ffn_10", shape).width(8192) == 2816
+    assert (
+        blocks.ffn_config("ffn_20", shape).width(8192) == 5632
+        and blocks.ffn_config("ffn_10", shape).width(8192) == 2816
+    )
     assert blocks.attention_config("attn_kv8", shape).n_heads_in_group == 8
 
 
 def test_cost_model_sums_the_layers_it_has():
     arch = cost_model.Arch.from_config(published())
     assert len(arch.layers) == 80 and arch.head_dim == 128
-    params, kv = cost_model.memory_needed(arch, batch=1, input_len=1, output_len=0, place=cost_model.Placement("bfloat16", 1))
+    params, kv = cost_model.memory_needed(
+        arch, batch=1, input_len=1, output_len=0, place=cost_model.Placement("bfloat16", 1)
+    )
     h, vocab = 8192, 128256
     attention = 2 * h * h + 2 * h * 8 * 128 + h  # q, o; k, v at 8 KV heads; input norm
     by_width = sum(n * (3 * h * width + h) for (_, width), n in LAYERS.items())

@@ -25,23 +25,44 @@ SOLUTION_KEYS = {
     "method", "metric", "sense", "objective", "scenario", "constraints", "costs", "parent", "num_layers", "layers",
     "solver", "batches", "verified", "inputs",
 }
-COST_KEYS = {"memory_bytes", "param_bytes", "kv_cache_bytes", "time_ms", "prefill_ms", "decode_ms", "throughput_tok_s", "latency_ms"}
+COST_KEYS = {
+    "memory_bytes",
+    "param_bytes",
+    "kv_cache_bytes",
+    "time_ms",
+    "prefill_ms",
+    "decode_ms",
+    "throughput_tok_s",
+    "latency_ms",
+}
 
 
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory):
     d = tmp_path_factory.mktemp("tables")
-    scores, costs = synthetic_tables(6, seed=7, attention=("attn_kv8", "attn_kv2", "attn_linear", "attn_noop"),
-                                     ffn=("ffn_100", "ffn_50", "ffn_25", "ffn_noop"))
+    scores, costs = synthetic_tables(
+        6,
+        seed=7,
+        attention=("attn_kv8", "attn_kv2", "attn_linear", "attn_noop"),
+        ffn=("ffn_100", "ffn_50", "ffn_25", "ffn_noop"),
+    )
     scores.to_csv(d / "scores.csv", index=False)
     costs.to_csv(d / "costs.csv", index=False)
-    parent = {"hidden_size": 8192, "num_attention_heads": 64, "num_key_value_heads": 8, "intermediate_size": 28672, "num_hidden_layers": 6}
+    parent = {
+        "hidden_size": 8192,
+        "num_attention_heads": 64,
+        "num_key_value_heads": 8,
+        "intermediate_size": 28672,
+        "num_hidden_layers": 6,
+    }
     (d / "config.json").write_text(json.dumps(parent))
     return d
 
 
 def search(tables, *extra):
-    return cli(["search", "--scores", str(tables / "scores.csv"), "--costs", str(tables / "costs.csv"), *map(str, extra)])
+    return cli(
+        ["search", "--scores", str(tables / "scores.csv"), "--costs", str(tables / "costs.csv"), *map(str, extra)]
+    )
 
 
 def test_solution_file(tables, tmp_path):
@@ -52,10 +73,16 @@ def test_solution_file(tables, tmp_path):
     assert COST_KEYS <= set(rec["costs"]) and COST_KEYS <= set(rec["parent"]["costs"])
     assert rec["constraints"]["memory"]["requested"] == "0.8x"
     assert rec["constraints"]["memory"]["value"] == pytest.approx(0.8 * rec["parent"]["costs"]["memory_bytes"])
-    assert rec["solver"]["name"] == "highs" and rec["solver"]["status"] == "optimal" and rec["solver"]["solve_time_s"] > 0
-    assert rec["scenario"]["batch"] in {b["batch"] for b in rec["batches"]} and rec["num_layers"] == 6 == len(rec["layers"])
+    assert (
+        rec["solver"]["name"] == "highs" and rec["solver"]["status"] == "optimal" and rec["solver"]["solve_time_s"] > 0
+    )
+    assert rec["scenario"]["batch"] in {b["batch"] for b in rec["batches"]} and rec["num_layers"] == 6 == len(
+        rec["layers"]
+    )
     shape = ParentShape.from_config(json.loads((tables / "config.json").read_text()))
-    assert rec["block_configs"] == [block_config(x["attention"], x["ffn"], shape, 256).to_dict() for x in rec["layers"]]
+    assert rec["block_configs"] == [
+        block_config(x["attention"], x["ffn"], shape, 256).to_dict() for x in rec["layers"]
+    ]
     verify(rec, load_scores(tables / "scores.csv"), load_costs(tables / "costs.csv"))
     # without a parent config only the variant names are written
     assert search(tables, "--throughput", "1.5x", "--out", tmp_path / "plain.json") == 0
@@ -96,7 +123,11 @@ def test_config_section_and_bad_values(tables, tmp_path, capsys):
     cfg = json.dumps({"search": {"throughput": "1.5x", "method": "greedy", "batch_sizes": [8]}})
     assert search(tables, "--cfg", cfg, "--out", tmp_path / "g.json") == 0
     rec = json.loads((tmp_path / "g.json").read_text())
-    assert rec["method"] == "greedy" and rec["scenario"]["batch"] == 8 and rec["constraints"]["throughput"]["requested"] == "1.5x"
+    assert (
+        rec["method"] == "greedy"
+        and rec["scenario"]["batch"] == 8
+        and rec["constraints"]["throughput"]["requested"] == "1.5x"
+    )
     # the command line wins over the config
     assert search(tables, "--cfg", cfg, "--method", "mip", "--out", tmp_path / "m.json") == 0
     assert json.loads((tmp_path / "m.json").read_text())["method"] == "mip"
@@ -115,7 +146,8 @@ def test_search_runs_without_torch(tables, tmp_path, venv_env):
         "sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
         "from puzzle.search import cli as search\n"
         "p = argparse.ArgumentParser(); search.add_arguments(p)\n"
-        f"search.main(p.parse_args(['--scores', {str(tables / 'scores.csv')!r}, '--costs', {str(tables / 'costs.csv')!r},"
+        f"search.main(p.parse_args(['--scores', {str(tables / 'scores.csv')!r},"
+        f" '--costs', {str(tables / 'costs.csv')!r},"
         f" '--throughput', '1.5x', '--out', {str(tmp_path / 'n.json')!r}]))\n"
         "assert sys.modules['torch'] is None\n"
     )
@@ -161,7 +193,9 @@ def test_nvlabs_library_becomes_our_tables():
             assert row["time_ms"] == pytest.approx(block["stats"]["runtime_ms"], rel=1e-15)
             assert row["kl"] == block["metrics"]["kl_div"]
     # throughput as the authors' examples/utils.py computes it: batch * sequence_length / runtime
-    assert search.parent_totals[256]["throughput_tok_s"] == pytest.approx(256 * 1200 / (3 * 816.9870558160842 / 1000), rel=1e-12)
+    assert search.parent_totals[256]["throughput_tok_s"] == pytest.approx(
+        256 * 1200 / (3 * 816.9870558160842 / 1000), rel=1e-12
+    )
 
 
 @pytest.mark.parametrize("factor", [1.2, 1.6, 2.5])
@@ -169,8 +203,22 @@ def test_mip_on_the_nvlabs_format_equals_the_authors_formulation(tmp_path, facto
     library = json.loads((NVLABS / "block_library.json").read_text())
     parent_runtime = 3 * 816.9870558160842
     out = tmp_path / "nv.json"
-    assert cli(["search", "--nvlabs-library", str(NVLABS / "block_library.json"), "--throughput", f"{factor}x",
-                "--export-tables", str(tmp_path), "--out", str(out)]) == 0
+    assert (
+        cli(
+            [
+                "search",
+                "--nvlabs-library",
+                str(NVLABS / "block_library.json"),
+                "--throughput",
+                f"{factor}x",
+                "--export-tables",
+                str(tmp_path),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rec = json.loads(out.read_text())
     assert rec["objective"] == pytest.approx(nvlabs_brute_force(library, parent_runtime / factor), abs=1e-9)
     assert rec["scenario"] == {"name": "nvlabs", "batch": 256, "input_len": 0, "output_len": 1200}
@@ -186,13 +234,29 @@ def test_costs_with_intervals_give_the_speed_up_an_interval_and_noisy_rows_a_war
     c["noisy"] = (c["variant"] == "ffn_50") & (c.index == c.index[c["variant"] == "ffn_50"][0])
     c.to_csv(tmp_path / "costs.csv", index=False)
     out = tmp_path / "solution.json"
-    assert cli(["search", "--scores", str(tables / "scores.csv"), "--costs", str(tmp_path / "costs.csv"),
-                "--throughput", "1.5x", "--out", str(out)]) == 0
+    assert (
+        cli(
+            [
+                "search",
+                "--scores",
+                str(tables / "scores.csv"),
+                "--costs",
+                str(tmp_path / "costs.csv"),
+                "--throughput",
+                "1.5x",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "['ffn_50']" in captured.err and "marked noisy" in captured.err
     rec = json.loads(out.read_text())
     costs = rec["costs"]
-    assert costs["time_ms_lo"] == pytest.approx(0.9 * costs["time_ms"]) and costs["time_ms_hi"] == pytest.approx(1.1 * costs["time_ms"])
+    assert costs["time_ms_lo"] == pytest.approx(0.9 * costs["time_ms"]) and costs["time_ms_hi"] == pytest.approx(
+        1.1 * costs["time_ms"]
+    )
     assert costs["throughput_tok_s_lo"] < costs["throughput_tok_s"] < costs["throughput_tok_s_hi"]
     speed = costs["throughput_tok_s"] / rec["parent"]["costs"]["throughput_tok_s"]
     lo, hi = (float(x) for x in re.search(r"x the parent \(in \[([\d.]+), ([\d.]+)\]\)", captured.out).groups())

@@ -26,11 +26,11 @@ import yaml
 from safetensors import safe_open
 from transformers import AutoConfig
 
+from fixtures import SPACE, make_child, make_library, make_parent
 from puzzle import config as config_mod
 from puzzle import serving
 from puzzle.nemotron_nas import block_config as block_config_module
 from puzzle.nemotron_nas import configuration_decilm
-from fixtures import SPACE, make_child, make_library, make_parent
 
 HIDDEN, HEADS, KV, WIDTH, VOCAB = 64, 4, 2, 512, 96  # widths 512 and 256 are ffn_mult 12.0 and 6.0 at hidden 64
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -80,8 +80,12 @@ def vllm_tensors(config) -> dict[str, tuple[int, ...]]:
                 intermediate_size = block_config.ffn.intermediate_size
             hidden_act = getattr(block_config.ffn, "hidden_act", config.hidden_act)
             assert hidden_act == "silu"  # LlamaMLP raises on anything else
-            out |= {p + "post_attention_layernorm.weight": (h,), p + "mlp.gate_proj.weight": (intermediate_size, h),
-                    p + "mlp.up_proj.weight": (intermediate_size, h), p + "mlp.down_proj.weight": (h, intermediate_size)}
+            out |= {
+                p + "post_attention_layernorm.weight": (h,),
+                p + "mlp.gate_proj.weight": (intermediate_size, h),
+                p + "mlp.up_proj.weight": (intermediate_size, h),
+                p + "mlp.down_proj.weight": (h, intermediate_size),
+            }
             if getattr(config, "mlp_bias", False):
                 out |= {p + f"mlp.{n}_proj.bias": (intermediate_size,) for n in ("gate", "up")}
                 out[p + "mlp.down_proj.bias"] = (h,)
@@ -115,16 +119,23 @@ def trtllm_tensors(config) -> dict[str, tuple[int, ...]]:
                 out[p + "self_attn.linear_attn.weight"] = (h, h)
             else:
                 q, kv = config.num_attention_heads * head_dim, num_key_value_heads[layer_idx] * head_dim
-                out |= {p + "self_attn.q_proj.weight": (q, h), p + "self_attn.k_proj.weight": (kv, h),
-                        p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, q)}
+                out |= {
+                    p + "self_attn.q_proj.weight": (q, h),
+                    p + "self_attn.k_proj.weight": (kv, h),
+                    p + "self_attn.v_proj.weight": (kv, h),
+                    p + "self_attn.o_proj.weight": (h, q),
+                }
         if not block_config.ffn.no_op:
             out[p + "post_attention_layernorm.weight"] = (h,)
             if block_config.ffn.replace_with_linear:
                 out[p + "mlp.linear_mlp.weight"] = (h, h)
             else:
                 width = _ffn_mult_to_intermediate_size(block_config.ffn.ffn_mult, config.hidden_size)
-                out |= {p + "mlp.gate_proj.weight": (width, h), p + "mlp.up_proj.weight": (width, h),
-                        p + "mlp.down_proj.weight": (h, width)}
+                out |= {
+                    p + "mlp.gate_proj.weight": (width, h),
+                    p + "mlp.up_proj.weight": (width, h),
+                    p + "mlp.down_proj.weight": (h, width),
+                }
     return out
 
 
@@ -145,11 +156,14 @@ def children(tmp_path_factory) -> dict[str, Path]:
     parent = make_parent(root / "parent", layers=5, hidden=HIDDEN, heads=HEADS, kv=KV, inter=WIDTH, vocab=VOCAB)
     cfg_path = parent / "config.json"
     # llama3 RoPE, as transformers 5 writes a Llama config.json
-    cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()),
-                                    "rope_parameters": {**LLAMA3_ROPE, "rope_theta": 500000.0}}))
+    cfg_path.write_text(
+        json.dumps({**json.loads(cfg_path.read_text()), "rope_parameters": {**LLAMA3_ROPE, "rope_theta": 500000.0}})
+    )
     library = make_library(parent, root / "library", SPACE)
-    return {"vllm": make_child(root, parent, library, VLLM_LAYERS, "vllm"),
-            "trtllm": make_child(root, parent, library, TRTLLM_LAYERS, "trtllm")}
+    return {
+        "vllm": make_child(root, parent, library, VLLM_LAYERS, "vllm"),
+        "trtllm": make_child(root, parent, library, TRTLLM_LAYERS, "trtllm"),
+    }
 
 
 def _engine_config(child: Path):
@@ -190,8 +204,14 @@ def test_what_an_engine_cannot_build_is_refused_by_the_config_check(children):
         trtllm_tensors(explicit)
     with pytest.raises(TypeError):  # the ffn object has the ffn_mult attribute (None), so vLLM takes that branch
         vllm_tensors(explicit)
-    parent = {"model_type": "llama", "hidden_size": HIDDEN, "num_attention_heads": HEADS,
-              "num_key_value_heads": KV, "intermediate_size": WIDTH, "num_hidden_layers": 5}
+    parent = {
+        "model_type": "llama",
+        "hidden_size": HIDDEN,
+        "num_attention_heads": HEADS,
+        "num_key_value_heads": KV,
+        "intermediate_size": WIDTH,
+        "num_hidden_layers": 5,
+    }
     assert serving.conflict("vllm", SPACE, parent) == (
         "search_space.attention.linear = true: expected false when serve.engine = vllm "
         "(vLLM builds no replace_with_linear subblock)"
@@ -220,25 +240,43 @@ def test_block_configs_are_frozen_attribute_objects_written_as_the_published_jso
     )
     with pytest.raises(AttributeError):
         block.attention.no_op = True
-    assert block.to_dict() == {"attention": {"n_heads_in_group": 8, "no_op": False, "replace_with_linear": False},
-                               "ffn": {"ffn_mult": 2.625, "no_op": False, "replace_with_linear": False}}
+    assert block.to_dict() == {
+        "attention": {"n_heads_in_group": 8, "no_op": False, "replace_with_linear": False},
+        "ffn": {"ffn_mult": 2.625, "no_op": False, "replace_with_linear": False},
+    }
     assert block.ffn.width(8192) == 14336 and block.attention.num_key_value_heads(64) == 8
 
 
 def test_serve_engine_is_checked_before_any_job(tmp_path):
     assert config_mod.validate({})["serve"]["engine"] == "transformers"  # the embedded default runs anything
-    with pytest.raises(config_mod.ConfigError, match=r"^config error: search_space\.attention\.linear = true: "
-                       r"expected false when serve\.engine = vllm"):
+    with pytest.raises(
+        config_mod.ConfigError,
+        match=r"^config error: search_space\.attention\.linear = true: "
+        r"expected false when serve\.engine = vllm",
+    ):
         config_mod.validate({"serve": {"engine": "vllm"}})
-    with pytest.raises(config_mod.ConfigError, match=r"^config error: parent intermediate_size = 344: expected a "
-                       r"width ffn_mult expresses at hidden_size 128"):  # the embedded parent's FFN
+    with pytest.raises(
+        config_mod.ConfigError,
+        match=r"^config error: parent intermediate_size = 344: expected a "
+        r"width ffn_mult expresses at hidden_size 128",
+    ):  # the embedded parent's FFN
         config_mod.validate({"serve": {"engine": "trtllm"}})
     # The real-model config names vLLM and fits it (Llama-3.1-8B's shape).
     parent, text = tmp_path / "llama", tmp_path / "train.jsonl"
     parent.mkdir()
-    (parent / "config.json").write_text(json.dumps({
-        "model_type": "llama", "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 8,
-        "intermediate_size": 14336, "num_hidden_layers": 32, "vocab_size": 128256}))
+    (parent / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "hidden_size": 4096,
+                "num_attention_heads": 32,
+                "num_key_value_heads": 8,
+                "intermediate_size": 14336,
+                "num_hidden_layers": 32,
+                "vocab_size": 128256,
+            }
+        )
+    )
     text.write_text('{"text": "hi"}\n')
     real = yaml.safe_load((Path(__file__).parents[1] / "config" / "llama-3.1-8b-h100.yaml").read_text())
     real["parent"]["path"], real["data"]["files"] = str(parent), [str(text)]

@@ -1,4 +1,5 @@
-"""`snakemake --profile slurm` (the root link to profiles/slurm): GPU requests in the plan, and the micro pipeline through a real SLURM.
+"""`snakemake --profile slurm` (the root link to profiles/slurm): GPU requests in the plan, and the micro
+pipeline through a real SLURM.
 
 The SLURM run (ci/slurm-pipeline.sh) installs and starts a one-node SLURM on localhost, so it needs
 root and apt: it runs under CI (CI set, as `.ci/run` is) or with PUZZLE_SLURM_TEST=1, and is skipped
@@ -37,13 +38,31 @@ def test_profile_plans_gpus_for_gpu_stages_only(repo, tmp_path, venv_env):
     wd = tmp_path / "wd"
     shutil.copytree(repo / "config", wd / "config", symlinks=False)
     over = tmp_path / "slurm.yaml"
-    over.write_text(yaml.safe_dump(
-        {"slurm": {"gpus_per_job": 1, "gpu_model": "h100", "gpu_partition": "gpu", "gkd_gpus": 2, "gkd_nodes": 2}}
-    ))
+    over.write_text(
+        yaml.safe_dump(
+            {"slurm": {"gpus_per_job": 1, "gpu_model": "h100", "gpu_partition": "gpu", "gkd_gpus": 2, "gkd_nodes": 2}}
+        )
+    )
     r = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(repo / "workflow" / "Snakefile"), "--directory", str(wd),
-         "-n", "--profile", "slurm", "--configfile", str(repo / ".test/config/config.yaml"), str(over)],
-        cwd=repo, capture_output=True, text=True, env=venv_env,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(repo / "workflow" / "Snakefile"),
+            "--directory",
+            str(wd),
+            "-n",
+            "--profile",
+            "slurm",
+            "--configfile",
+            str(repo / ".test/config/config.yaml"),
+            str(over),
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=venv_env,
     )
     assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
     plan = _planned_resources(r.stdout)
@@ -52,7 +71,13 @@ def test_profile_plans_gpus_for_gpu_stages_only(repo, tmp_path, venv_env):
         if rule in GPU_STAGES:
             assert "gpu=1," in res + "," and "gpu_model=h100" in res and "slurm_partition=gpu" in res, (rule, res)
         elif rule == GKD_STAGE:  # 2 nodes x 2 GPUs: one task (torchrun) per node, GPUs per node
-            for want in ("nodes=2", "tasks=2", "mpi=srun", "slurm_extra=--gpus-per-node=h100:2", "slurm_partition=gpu"):
+            for want in (
+                "nodes=2",
+                "tasks=2",
+                "mpi=srun",
+                "slurm_extra=--gpus-per-node=h100:2",
+                "slurm_partition=gpu",
+            ):
                 assert want in res, (rule, want, res)
             assert "gpu=" not in res, (rule, res)
         else:
@@ -71,7 +96,11 @@ def test_micro_pipeline_through_real_slurm(repo, tmp_path, venv_env):
     # own session: on a timeout the whole tree (script, snakemake, timeout) is stopped together
     proc = subprocess.Popen(
         ["bash", str(repo / "ci" / "slurm-pipeline.sh"), str(wd)],
-        cwd=repo, env=venv_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=repo,
+        env=venv_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
     try:

@@ -40,7 +40,9 @@ def test_stage_after_names_known_stages_and_reaches_the_data():
 
 def test_a_stage_given_a_key_it_does_not_declare_stops_with_the_key_named(capsys):
     cfg = json.dumps({"gkd": {"steps": 3}, "scoring": {"seq_len": 64}})
-    code = cli.main(["gkd", "--cfg", cfg, "--parent", "p", "--child", "c", "--train", "t", "--valid", "v", "--out", "o"])
+    code = cli.main(
+        ["gkd", "--cfg", cfg, "--parent", "p", "--child", "c", "--train", "t", "--valid", "v", "--out", "o"]
+    )
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("puzzle gkd: config error: --cfg key 'scoring': stage 'gkd' does not read it;")

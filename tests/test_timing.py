@@ -109,7 +109,7 @@ def test_time_models_times_every_model_the_same_number_of_times_each_round():
 def test_stacks_hold_n_copies_and_the_decode_cache_keeps_its_length():
     cfg = costs.stack_config(PARENT, blocks.block_config("attn_kv1", "ffn_noop", ARCH.shape, 8), 3)
     model = costs.build_model(cfg, torch.device("cpu"), torch.float32)
-    assert len(model.model.layers) == 3 and all(l.mlp is None for l in model.model.layers)
+    assert len(model.model.layers) == 3 and all(layer.mlp is None for layer in model.model.layers)
     assert model.config.num_key_value_heads_of(2) == 1
     w = timing.Workload(model, 2, 6, 4, torch.device("cpu"))
     w.prepare_decode()
@@ -128,18 +128,35 @@ def test_evaluate_throughput_is_timed_by_the_same_rounds(monkeypatch):
         return real(calls, timer, rounds, seed, after, warmup)
 
     monkeypatch.setattr(timing, "time_calls", spy)
-    parent = costs.build_model(costs.stack_config(PARENT, blocks.block_config("attn_kv2", "ffn_100", ARCH.shape, 8), 2),
-                               torch.device("cpu"), torch.float32)
-    child = costs.build_model(costs.stack_config(PARENT, blocks.block_config("attn_noop", "ffn_50", ARCH.shape, 8), 2),
-                              torch.device("cpu"), torch.float32)
+    parent = costs.build_model(
+        costs.stack_config(PARENT, blocks.block_config("attn_kv2", "ffn_100", ARCH.shape, 8), 2),
+        torch.device("cpu"),
+        torch.float32,
+    )
+    child = costs.build_model(
+        costs.stack_config(PARENT, blocks.block_config("attn_noop", "ffn_50", ARCH.shape, 8), 2),
+        torch.device("cpu"),
+        torch.float32,
+    )
     tokens = np.arange(200) % 96
-    out = evaluate.throughput({"parent": parent, "child": child, "same": parent}, [
-        {"name": "s", "batch": 2, "input_len": 4, "output_len": 3}], tokens, repeats=3, warmup=1)
+    out = evaluate.throughput(
+        {"parent": parent, "child": child, "same": parent},
+        [{"name": "s", "batch": 2, "input_len": 4, "output_len": 3}],
+        tokens,
+        repeats=3,
+        warmup=1,
+    )
     assert seen == {"n": 2, "repeats": 3, "warmup": 1}  # equal architectures share one measurement
     assert out["same"]["s_b2"]["measured_as"] == "parent" and len(out["child"]["s_b2"]["seconds"]) == 3
     assert out["child"]["s_b2"]["tokens_per_s"] > 0 and "speedup_interval" not in out["child"]["s_b2"]
-    ref = evaluate.throughput({"parent": parent, "child": child, "same": parent}, [
-        {"name": "s", "batch": 2, "input_len": 4, "output_len": 3}], tokens, repeats=3, warmup=1, reference="parent")
+    ref = evaluate.throughput(
+        {"parent": parent, "child": child, "same": parent},
+        [{"name": "s", "batch": 2, "input_len": 4, "output_len": 3}],
+        tokens,
+        repeats=3,
+        warmup=1,
+        reference="parent",
+    )
     lo, hi = ref["child"]["s_b2"]["speedup_interval"]
     ratio = ref["child"]["s_b2"]["tokens_per_s"] / ref["parent"]["s_b2"]["tokens_per_s"]
     assert 0 < lo <= hi and ratio > 0 and ref["same"]["s_b2"]["speedup_interval"] == [1.0, 1.0]

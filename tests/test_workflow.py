@@ -94,7 +94,9 @@ def test_bad_config_stops_before_any_job_with_one_line(repo, tmp_path, venv_env)
     # a valid config whose plan cannot run (puzzle.plan) stops the same way, naming the stage and numbers
     bad.write_text("plan:\n  disk_limit_gb: 1.0e-9\n")
     r = snakemake(repo, tmp_path / "wd", "-n", "--configfile", str(bad), env=venv_env)
-    assert r.returncode != 0 and "plan error: disk: " in r.stderr and "more than plan.disk_limit_gb = 1e-09" in r.stderr
+    assert (
+        r.returncode != 0 and "plan error: disk: " in r.stderr and "more than plan.disk_limit_gb = 1e-09" in r.stderr
+    )
     assert not (tmp_path / "wd" / "results").exists()
 
 

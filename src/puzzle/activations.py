@@ -23,8 +23,8 @@ import argparse
 import os
 import shutil
 import time
-from pathlib import Path
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np

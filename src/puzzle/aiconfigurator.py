@@ -29,9 +29,10 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from puzzle import blocks
 from puzzle import config as config_mod
@@ -195,13 +196,17 @@ def _ffn_mult(entry: dict[str, Any], hidden_size: int) -> float:
     if mult is None:
         raise config_mod.ConfigError(
             f"config error: search_space.ffn: an FFN {width} channels wide cannot be written as Nemotron-NAS's "
-            "ffn_mult, which aiconfigurator prices (widths are multiples of 256): expected search_space.ffn.multiple_of: 256"
+            "ffn_mult, which aiconfigurator prices (widths are multiples of 256): "
+            "expected search_space.ffn.multiple_of: 256"
         )
     return mult
 
 
-def split(ctx: dict[str, float], gen: dict[str, float], output_len: int) -> tuple[tuple[float, float], tuple[float, float]]:
+def split(
+    ctx: dict[str, float], gen: dict[str, float], output_len: int
+) -> tuple[tuple[float, float], tuple[float, float]]:
     """((block prefill, block decode), (non-block prefill, non-block decode)) ms of one run's operations."""
+
     def part(d: dict[str, float], keep: bool) -> float:
         return sum(v for k, v in d.items() if (k in NON_BLOCK_OPS) == keep)
 
@@ -209,11 +214,19 @@ def split(ctx: dict[str, float], gen: dict[str, float], output_len: int) -> tupl
     return (part(ctx, False), part(gen, False) * per_step), (part(ctx, True), part(gen, True) * per_step)
 
 
-def aiconfigurator_rows(parent_config: dict[str, Any], arch: cm.Arch, space: dict[str, Any],
-                        scen: list[dict[str, Any]], spec: dict[str, Any], target: str, multiple: int,
-                        row: Callable[..., dict[str, Any]], variants: list[tuple[str, str]],
-                        mem: dict[str, tuple[int, int]], log: Callable[[str], None] = print,
-                        ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def aiconfigurator_rows(
+    parent_config: dict[str, Any],
+    arch: cm.Arch,
+    space: dict[str, Any],
+    scen: list[dict[str, Any]],
+    spec: dict[str, Any],
+    target: str,
+    multiple: int,
+    row: Callable[..., dict[str, Any]],
+    variants: list[tuple[str, str]],
+    mem: dict[str, tuple[int, int]],
+    log: Callable[[str], None] = print,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows of every variant x scenario x batch (row: costs._row) and what the sidecar records."""
     dtype = spec["dtype"] if spec["dtype"] != "auto" else "bfloat16"
     est = Estimator(spec["system"], spec["backend"], spec["backend_version"], dtype, spec["tp"], target)
@@ -228,24 +241,38 @@ def aiconfigurator_rows(parent_config: dict[str, Any], arch: cm.Arch, space: dic
                 if v == cm.NON_BLOCK:
                     pre, dec = non_block
                 else:
-                    entry = (blocks.attention_config(v, arch.shape) if kind == "attention"
-                             else blocks.ffn_config(v, arch.shape, multiple)).to_dict()
+                    entry = (
+                        blocks.attention_config(v, arch.shape)
+                        if kind == "attention"
+                        else blocks.ffn_config(v, arch.shape, multiple)
+                    ).to_dict()
                     (pre, dec), _ = est.subblock_ms(parent_config, kind, entry, *args)
                 rows.append(row(kind, v, s, b, pre, dec, mem[v], device, place))
         log(f"{s['name']}: priced by aiconfigurator")
     meta = {
         "method": "aiconfigurator-core: each subblock's operations in a one-layer Nemotron-NAS model "
-                  "(linear subblocks as their GEMM), priced from measured kernel data; "
-                  "decode_ms = generation phase / output_len (aiconfigurator.py)",
-        "device": device, "system": spec["system"], "backend": spec["backend"], "backend_version": est.version,
-        "aiconfigurator_core": version(), "dtype": dtype, "tp": spec["tp"],
+        "(linear subblocks as their GEMM), priced from measured kernel data; "
+        "decode_ms = generation phase / output_len (aiconfigurator.py)",
+        "device": device,
+        "system": spec["system"],
+        "backend": spec["backend"],
+        "backend_version": est.version,
+        "aiconfigurator_core": version(),
+        "dtype": dtype,
+        "tp": spec["tp"],
         "memory_bytes": float(est.database.system_spec["gpu"]["mem_capacity"]),
     }
     return rows, meta
 
 
-def summed_ms(est: Estimator, parent_config: dict[str, Any], block_configs: list[dict[str, Any]], batch: int,
-              input_len: int, output_len: int) -> float:
+def summed_ms(
+    est: Estimator,
+    parent_config: dict[str, Any],
+    block_configs: list[dict[str, Any]],
+    batch: int,
+    input_len: int,
+    output_len: int,
+) -> float:
     """A whole architecture's request latency as the costs table predicts it: the non-block part plus
     every layer's attention and FFN, each priced alone (prefill + output_len x decode)."""
     total, non_block = 0.0, None

@@ -92,7 +92,9 @@ def assemble_state(
     return state, provenance
 
 
-def build_child(parent_config: dict[str, Any], block_configs: list[dict[str, Any]], state: dict[str, torch.Tensor]) -> Any:
+def build_child(
+    parent_config: dict[str, Any], block_configs: list[dict[str, Any]], state: dict[str, torch.Tensor]
+) -> Any:
     """A DeciLMForCausalLM of `block_configs` holding exactly `state` (every tensor present, every
     shape right): built on meta and the tensors assigned, so the model is `state` itself, no copy."""
     from puzzle.checkpoint import empty_model
@@ -110,7 +112,9 @@ def build_child(parent_config: dict[str, Any], block_configs: list[dict[str, Any
     return model.eval()
 
 
-def random_child(parent_config: dict[str, Any], block_configs: list[dict[str, Any]], seed: int, dtype: torch.dtype) -> Any:
+def random_child(
+    parent_config: dict[str, Any], block_configs: list[dict[str, Any]], seed: int, dtype: torch.dtype
+) -> Any:
     """Table 15's random baselines: the architecture of `block_configs` with the model's own seeded
     random initialization; no tensor from the parent or the library."""
     from puzzle.nemotron_nas import DeciLMForCausalLM
@@ -120,7 +124,11 @@ def random_child(parent_config: dict[str, Any], block_configs: list[dict[str, An
 
 
 def assemble(
-    solution_path: str | Path, library_dir: str | Path, parent_dir: str | Path, out_dir: str | Path, mode: str,
+    solution_path: str | Path,
+    library_dir: str | Path,
+    parent_dir: str | Path,
+    out_dir: str | Path,
+    mode: str,
     random_weights: int | None = None,
 ) -> dict[str, Any]:
     """Write the child of `solution_path` to `out_dir`; returns the assembly record (assembly.json).
@@ -160,10 +168,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--library", required=True, help="block library folder (library/layer_{i}/...)")
     parser.add_argument("--parent", required=True, help="parent HF checkpoint folder (globals and tokenizer)")
     parser.add_argument("--out", required=True, help="output folder of the child checkpoint")
-    parser.add_argument("--scores", help="scores.csv the solution was searched on: the solution is verified against it and --costs first")
+    parser.add_argument(
+        "--scores",
+        help="scores.csv the solution was searched on: the solution is verified against it and --costs first",
+    )
     parser.add_argument("--costs", help="costs.csv the solution was searched on (with --scores)")
-    parser.add_argument("--random-weights", type=int, metavar="SEED",
-                        help="the solution's architecture with random weights (Table 15's baselines); --library is not read")
+    parser.add_argument(
+        "--random-weights",
+        type=int,
+        metavar="SEED",
+        help="the solution's architecture with random weights (Table 15's baselines); --library is not read",
+    )
 
 
 def verify_solution(solution_path: str | Path, scores_path: str | Path, costs_path: str | Path) -> None:
@@ -176,8 +191,10 @@ def verify_solution(solution_path: str | Path, scores_path: str | Path, costs_pa
     try:
         verify(read_json(solution_path), load_scores(scores_path), load_costs(costs_path), rel_tol=1e-6)
     except (VerificationError, KeyError, TypeError) as err:
-        raise ArtifactError(f"{solution_path}: {err if isinstance(err, VerificationError) else f'missing or malformed field {err}'}"
-                            f" (tables {scores_path}, {costs_path})") from None
+        raise ArtifactError(
+            f"{solution_path}: {err if isinstance(err, VerificationError) else f'missing or malformed field {err}'}"
+            f" (tables {scores_path}, {costs_path})"
+        ) from None
 
 
 def main(args: argparse.Namespace) -> None:

@@ -41,7 +41,7 @@ import torch
 from torch.optim import Optimizer
 from tqdm import tqdm
 
-from puzzle import blocks, bld_init, bld_plan, library
+from puzzle import bld_init, bld_plan, blocks, library
 from puzzle import config as config_mod
 from puzzle.bld_teacher import Inputs, OnlineInputs, StoredInputs
 from puzzle.io import read_json, save_safetensors, write_json
@@ -235,7 +235,8 @@ def evaluate(entries: list[Entry], teachers: dict[int, Teacher], valid: StoredIn
             ys = targets(teachers, inputs, entries, pe)
             for e in entries:
                 y = ys[e.layer][e.input]
-                err[e.key] += (forward(e.module, inputs[e.layer][e.input], pe).float() - y).double().pow(2).sum().item()
+                out = forward(e.module, inputs[e.layer][e.input], pe).float()
+                err[e.key] += (out - y).double().pow(2).sum().item()
                 ref[e.key] += y.double().pow(2).sum().item()
     return {n: err[n] / ref[n] for n in err}
 
@@ -291,7 +292,7 @@ class StopSignal:
     def __init__(self) -> None:
         self.received: int | None = None
 
-    def __enter__(self) -> "StopSignal":
+    def __enter__(self) -> StopSignal:
         self._before = {}
         if threading.current_thread() is threading.main_thread():
             self._before = {s: signal.signal(s, self._set) for s in self.SIGNALS}
@@ -306,8 +307,15 @@ class StopSignal:
 
 
 def train_group(
-    entries: list[Entry], teachers: dict[int, Teacher], data: tuple[Source, StoredInputs], pe: RoPE,
-    bld: dict[str, Any], seed: int, ckpt: Checkpoint, stop: StopSignal, dtype: torch.dtype = torch.float32,
+    entries: list[Entry],
+    teachers: dict[int, Teacher],
+    data: tuple[Source, StoredInputs],
+    pe: RoPE,
+    bld: dict[str, Any],
+    seed: int,
+    ckpt: Checkpoint,
+    stop: StopSignal,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, dict[str, Any]]:
     """Train entries together, step by step on the same batches (resuming from `ckpt`); their metrics.
 
@@ -331,8 +339,14 @@ def train_group(
     for e in entries:
         e.module.train()
     names = ", ".join(e.name for e in entries)
-    bar = tqdm(range(first, steps), desc=f"layers {sorted(teachers)} [{names}]", unit="step", initial=first,
-               total=steps, mininterval=2)
+    bar = tqdm(
+        range(first, steps),
+        desc=f"layers {sorted(teachers)} [{names}]",
+        unit="step",
+        initial=first,
+        total=steps,
+        mininterval=2,
+    )
     for step in bar:
         lr = cosine_lr(step, steps, bld["lr"], warmup, bld["min_lr_ratio"])
         with autocast(device, dtype):
@@ -369,8 +383,13 @@ def train_group(
     for e in entries:
         e.module.eval()
     return {
-        e.key: {"tokens": steps * batch * seq, "steps": steps, "warmup_steps": warmup,
-                "curve": state["curves"][e.key], "wall_s": state["wall_s"]}
+        e.key: {
+            "tokens": steps * batch * seq,
+            "steps": steps,
+            "warmup_steps": warmup,
+            "curve": state["curves"][e.key],
+            "wall_s": state["wall_s"],
+        }
         for e in entries
     }
 
@@ -406,7 +425,9 @@ def rank_layers(layers: list[int]) -> tuple[int, int, list[int]]:
 
 
 @torch.no_grad()
-def mean_abs_intermediate(teachers: dict[int, Teacher], source: Source, windows: int, batch: int) -> dict[int, torch.Tensor]:
+def mean_abs_intermediate(
+    teachers: dict[int, Teacher], source: Source, windows: int, batch: int
+) -> dict[int, torch.Tensor]:
     """Per layer, mean |act(gate(n)) * up(n)| per parent FFN channel, n = ln2(h), over the first
     `windows` training windows (the activity term of the channel contribution)."""
     total: dict[int, torch.Tensor | float] = dict.fromkeys(teachers, 0.0)
@@ -423,7 +444,7 @@ def mean_abs_intermediate(teachers: dict[int, Teacher], source: Source, windows:
 
 def write_entry(library_dir: str | Path, entry: Entry, metrics: dict[str, Any], dtype: torch.dtype) -> None:
     """`{entry}.safetensors` (tensors + variant and block config in the metadata), then `{entry}.json`
-(with the safetensors file's size and sha256)."""
+    (with the safetensors file's size and sha256)."""
     meta = {
         "format": "puzzle-library/1",
         "layer": str(entry.layer),
@@ -488,8 +509,17 @@ def run(
         source: Source = StoredInputs(train, layers, device)
     else:
         windows = steps_of(bld, valid.seq_len) * bld["batch_size"]
-        source = OnlineInputs(parent_dir, shard, layers, windows, valid.seq_len, device,
-                              torch.float32 if device.type == "cpu" else torch.bfloat16, rank, world)
+        source = OnlineInputs(
+            parent_dir,
+            shard,
+            layers,
+            windows,
+            valid.seq_len,
+            device,
+            torch.float32 if device.type == "cpu" else torch.bfloat16,
+            rank,
+            world,
+        )
     if source.seq_len != valid.seq_len:
         raise ValueError(f"seq_len differs: {source.seq_len} (train) vs {valid.seq_len} (valid)")
     pe = position_embeddings(hf, valid.seq_len, device)
@@ -501,15 +531,27 @@ def run(
     ckpt_root = Path(library_dir) / ".bld_checkpoint" / f"layers_{layers[0]}-{layers[-1]}_{kind or 'all'}"
     recipe_base = {
         "bld": {k: v for k, v in bld.items() if k not in ("checkpoint_every", "checkpoint_seconds", "gpu_memory_gb")},
-        "search_space": cfg["search_space"], "seed": seed, "seq_len": valid.seq_len, "teacher": plan.path,
-        "dtype": str(dtype), "parent": fingerprint(parent_dir), "train": fingerprint(train or shard),
+        "search_space": cfg["search_space"],
+        "seed": seed,
+        "seq_len": valid.seq_len,
+        "teacher": plan.path,
+        "dtype": str(dtype),
+        "parent": fingerprint(parent_dir),
+        "train": fingerprint(train or shard),
         "valid": fingerprint(valid_dir),
     }
     common = {
-        "mode": bld["mode"], "device": str(device), "dtype": str(dtype).removeprefix("torch."),
-        "teacher": plan.path, "teacher_reason": plan.reason, "train_source": str(train or shard),
-        "valid_activations": str(valid_dir), "train_windows": source.windows, "valid_windows": valid.windows,
-        "batch_size": bld["batch_size"], "lr": bld["lr"],
+        "mode": bld["mode"],
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "teacher": plan.path,
+        "teacher_reason": plan.reason,
+        "train_source": str(train or shard),
+        "valid_activations": str(valid_dir),
+        "train_windows": source.windows,
+        "valid_windows": valid.windows,
+        "batch_size": bld["batch_size"],
+        "lr": bld["lr"],
         "target": "parent layer recomputed from the stored or online input",
     }
 
@@ -531,7 +573,12 @@ def run(
         t0 = time.perf_counter()
         values = evaluate(entries, teachers, valid, pe, bld["batch_size"], dtype) if entries else {}
         for e in entries:
-            got = {"tokens": 0, "steps": 0, "curve": [{"step": 0, "nmse": values[e.key]}], "wall_s": time.perf_counter() - t0}
+            got = {
+                "tokens": 0,
+                "steps": 0,
+                "curve": [{"step": 0, "nmse": values[e.key]}],
+                "wall_s": time.perf_counter() - t0,
+            }
             results[i, e.name] = _finish(library_dir, e, {**common, **got}, save_dtype)
     # Checkpoints go only once every entry of the job is written: a job killed between groups
     # loses its outputs to Snakemake, but not the training behind them.
@@ -542,8 +589,14 @@ def run(
 
 
 def _finish(library_dir: str, entry: Entry, got: dict[str, Any], save_dtype: torch.dtype) -> dict[str, Any]:
-    head = {"layer": entry.layer, "variant": entry.name, "kind": entry.kind, "init": entry.init,
-            "block_config": entry.block_config, "trainable_params": entry.trainable_params()}
+    head = {
+        "layer": entry.layer,
+        "variant": entry.name,
+        "kind": entry.kind,
+        "init": entry.init,
+        "block_config": entry.block_config,
+        "trainable_params": entry.trainable_params(),
+    }
     metrics = {**head, **got, "nmse_init": got["curve"][0]["nmse"], "nmse_final": got["curve"][-1]["nmse"]}
     metrics["wall_s"] = round(metrics["wall_s"], 3)
     write_entry(library_dir, entry, metrics, save_dtype)

@@ -18,7 +18,7 @@ import torch
 from puzzle import blocks
 
 ATTN_NORM, FFN_NORM = "input_layernorm.weight", "post_attention_layernorm.weight"
-Q, K, V, O = (f"self_attn.{p}_proj.weight" for p in "qkvo")
+Q, K, V, O = (f"self_attn.{p}_proj.weight" for p in "qkvo")  # noqa: E741 (W_q, W_k, W_v, W_o, as the paper writes them)
 GATE, UP, DOWN = (f"mlp.{p}_proj.weight" for p in ("gate", "up", "down"))
 LINEAR_ATTN, LINEAR_MLP = "self_attn.linear_attn.weight", "mlp.linear_mlp.weight"
 
@@ -62,7 +62,9 @@ def linear_attention(v: torch.Tensor, o: torch.Tensor, n_kv: int, n_heads: int, 
     return o @ repeat_kv_heads(v, n_kv, n_heads, head_dim)
 
 
-def init_attention(variant: str, parent: dict[str, torch.Tensor], shape: blocks.ParentShape) -> dict[str, torch.Tensor]:
+def init_attention(
+    variant: str, parent: dict[str, torch.Tensor], shape: blocks.ParentShape
+) -> dict[str, torch.Tensor]:
     """Tensors of attention variant `variant` (parent variant included; no-op: none)."""
     if variant == blocks.ATTN_NOOP:
         return {}

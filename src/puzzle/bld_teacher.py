@@ -80,7 +80,13 @@ class OnlineInputs:
 
         self.tokens = read_shard(shard)
         self.starts = window_starts(len(self.tokens), windows, seq_len)
-        self.windows, self.seq_len, self.device, self.dtype, self.layers = len(self.starts), seq_len, device, dtype, layers
+        self.windows, self.seq_len, self.device, self.dtype, self.layers = (
+            len(self.starts),
+            seq_len,
+            device,
+            dtype,
+            layers,
+        )
         self.prev, self.next = (rank - 1 if rank > 0 else None), (rank + 1 if rank < world - 1 else None)
         devices = prefix_devices(device) if world == 1 else [device]
         self.model = load_prefix(parent_dir, max(layers), devices, dtype, **placement)
@@ -102,11 +108,14 @@ class OnlineInputs:
             rows = [np.asarray(self.tokens[s : s + self.seq_len], dtype=np.int64) for s in self.starts[ids]]
             self.model.model(input_ids=torch.from_numpy(np.stack(rows)).to(self.input_device), use_cache=False)
         else:
-            hidden = torch.empty(len(ids), self.seq_len, self.model.config.hidden_size, dtype=self.dtype,
-                                 device=self.device)
+            hidden = torch.empty(
+                len(ids), self.seq_len, self.model.config.hidden_size, dtype=self.dtype, device=self.device
+            )
             dist.recv(hidden, self.prev)
             self.model.model(inputs_embeds=hidden, use_cache=False)
         if self.next is not None:
             dist.send(self.store[-1]["y"].contiguous(), self.next)
-        return {layer: {n: self.store[i][n].to(self.device, torch.float32) for n in names}
-                for i, layer in enumerate(self.layers)}
+        return {
+            layer: {n: self.store[i][n].to(self.device, torch.float32) for n in names}
+            for i, layer in enumerate(self.layers)
+        }

@@ -45,7 +45,7 @@ class ParentShape:
     layers: tuple[BlockConfig, ...] = ()  # a Nemotron-NAS parent's blocks; () = every layer the reference block
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> "ParentShape":
+    def from_config(cls, cfg: Mapping[str, Any]) -> ParentShape:
         """From an HF `config.json` dict: Llama-family, or Nemotron-NAS read per layer (`block_configs`)."""
         hidden, heads, n = int(cfg["hidden_size"]), int(cfg["num_attention_heads"]), int(cfg["num_hidden_layers"])
         if not cfg.get("block_configs"):

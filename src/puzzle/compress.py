@@ -133,14 +133,14 @@ def wanda(model: checkpoint.CausalLM, windows: torch.Tensor, batch: int) -> dict
         linears = block_linears(layer, f"model.layers.{i}")
         sq = {n: torch.zeros(m.in_features, dtype=torch.float32, device=m.weight.device) for n, m in linears.items()}
 
-        def accumulate(name: str) -> Callable[[nn.Linear, tuple], None]:
+        def accumulate(sums: dict[str, torch.Tensor], name: str) -> Callable[[nn.Linear, tuple], None]:
             def hook(module: nn.Linear, args: tuple) -> None:
                 x = args[0].float()
-                sq[name] += x.pow(2).reshape(-1, x.shape[-1]).sum(0)
+                sums[name] += x.pow(2).reshape(-1, x.shape[-1]).sum(0)
 
             return hook
 
-        handles = [m.register_forward_pre_hook(accumulate(n)) for n, m in linears.items()]
+        handles = [m.register_forward_pre_hook(accumulate(sq, n)) for n, m in linears.items()]
         try:
             for hidden, kwargs in states:
                 layer(hidden, **kwargs)
@@ -240,7 +240,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parent", required=True, help="parent HF checkpoint folder (safetensors)")
     parser.add_argument("--out", required=True, help="output checkpoint folder (with compress.json)")
     parser.add_argument("--train", help="wanda: train token shard (train.bin) for the calibration windows")
-    parser.add_argument("--windows", type=int, default=32, help="wanda: calibration windows (seeded by the config's seed)")
+    parser.add_argument(
+        "--windows", type=int, default=32, help="wanda: calibration windows (seeded by the config's seed)"
+    )
     parser.add_argument("--seq-len", type=int, default=256, help="wanda: tokens per calibration window")
     parser.add_argument("--batch-size", type=int, default=8, help="wanda: windows per forward pass")
     parser.add_argument("--keep", type=float, help="low_rank: fraction of each matrix's parameters its factors keep")
@@ -251,12 +253,27 @@ def main(args: argparse.Namespace) -> None:
         raise config_mod.ConfigError("config error: compress --method wanda needs --train")
     for flag in ("windows", "seq_len", "batch_size"):
         if getattr(args, flag) < 1:
-            raise config_mod.ConfigError(f"config error: --{flag.replace('_', '-')} = {getattr(args, flag)}: expected >= 1")
+            raise config_mod.ConfigError(
+                f"config error: --{flag.replace('_', '-')} = {getattr(args, flag)}: expected >= 1"
+            )
     if args.method == "low_rank" and not (args.keep is not None and 0 < args.keep <= 1):
-        raise config_mod.ConfigError(f"config error: compress --method low_rank needs --keep in (0, 1], got {args.keep}")
+        raise config_mod.ConfigError(
+            f"config error: compress --method low_rank needs --keep in (0, 1], got {args.keep}"
+        )
     cfg = config_mod.from_args(args)
-    r = compress(cfg, args.parent, args.method, args.out, train=args.train, windows=args.windows,
-                 seq_len=args.seq_len, batch_size=args.batch_size, keep=args.keep)
+    r = compress(
+        cfg,
+        args.parent,
+        args.method,
+        args.out,
+        train=args.train,
+        windows=args.windows,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        keep=args.keep,
+    )
     p = r["parameters"]
     kind = "nonzero" if args.method == "wanda" else "factorized"
-    print(f"{args.out}: {args.method}, {p[kind]:,} {kind} of {p['parent']:,} parent params ({100 * p['fraction']:.1f}%)")
+    print(
+        f"{args.out}: {args.method}, {p[kind]:,} {kind} of {p['parent']:,} parent params ({100 * p['fraction']:.1f}%)"
+    )

@@ -11,9 +11,10 @@ import hashlib
 import json
 import os
 import shlex
+from collections.abc import Callable, Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import jsonschema
 import yaml
@@ -77,7 +78,9 @@ def _one_line(err: jsonschema.ValidationError) -> str:
     return f"{key} = {json.dumps(err.instance)}: {_expected(err)}"
 
 
-def validate(cfg: dict[str, Any], node: dict[str, Any] | None = None, prefix: str = "", stage: str | None = None) -> dict[str, Any]:
+def validate(
+    cfg: dict[str, Any], node: dict[str, Any] | None = None, prefix: str = "", stage: str | None = None
+) -> dict[str, Any]:
     """Fill defaults and validate `cfg` (a whole config, or one section when `node` is given).
 
     A whole config also gets the checks across keys (RELATIONS): all of them, or with `stage` only
@@ -113,9 +116,13 @@ def _bad(key: str, value: Any, expected: str) -> ConfigError:
 def _check_parent_train(cfg: dict[str, Any]) -> None:
     t = cfg["parent"]["train"]
     if t["num_heads"] % t["num_kv_heads"]:
-        raise _bad("parent.train.num_kv_heads", t["num_kv_heads"], f"a divisor of parent.train.num_heads = {t['num_heads']}")
+        raise _bad(
+            "parent.train.num_kv_heads", t["num_kv_heads"], f"a divisor of parent.train.num_heads = {t['num_heads']}"
+        )
     if t["hidden_size"] % t["num_heads"]:
-        raise _bad("parent.train.hidden_size", t["hidden_size"], f"a multiple of parent.train.num_heads = {t['num_heads']}")
+        raise _bad(
+            "parent.train.hidden_size", t["hidden_size"], f"a multiple of parent.train.num_heads = {t['num_heads']}"
+        )
 
 
 def _check_data_files(cfg: dict[str, Any]) -> None:
@@ -129,13 +136,13 @@ def corpora(cfg: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys([main, *cfg["data"]["extra_corpora"]]))
 
 
-
 def _check_serve_engine(cfg: dict[str, Any]) -> None:
     """A serving engine other than transformers must be able to run every block of the search space."""
     if cfg["serve"]["engine"] != "transformers":
         conflict = serving.conflict(cfg["serve"]["engine"], cfg["search_space"], parent_config(cfg))
         if conflict:
             raise ConfigError(f"config error: {conflict}")
+
 
 def _check_corpora(cfg: dict[str, Any]) -> None:
     for key in ("bld", "scoring"):
@@ -199,7 +206,11 @@ def _check_search_space(cfg: dict[str, Any]) -> None:
     space = cfg["search_space"]
     for i, k in enumerate(space["attention"]["kv_heads"]):
         if parent.num_key_value_heads % k:
-            raise _bad(f"search_space.attention.kv_heads.{i}", k, f"a divisor of the parent's {parent.num_key_value_heads} KV heads")
+            raise _bad(
+                f"search_space.attention.kv_heads.{i}",
+                k,
+                f"a divisor of the parent's {parent.num_key_value_heads} KV heads",
+            )
     attn, ffn = blocks.search_space(parent, space)
     if len(attn) == 1 and len(ffn) == 1:
         raise _bad("search_space", space, f"at least one variant besides the parent's {attn[0]} and {ffn[0]}")
@@ -287,7 +298,9 @@ def parent_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg["parent"]["path"]:
         p = Path(cfg["parent"]["path"]).expanduser() / "config.json"
         if not p.exists():
-            raise ConfigError(f"config error: parent.path = {cfg['parent']['path']!r}: expected a folder with config.json")
+            raise ConfigError(
+                f"config error: parent.path = {cfg['parent']['path']!r}: expected a folder with config.json"
+            )
         return json.loads(p.read_text())
     t = cfg["parent"]["train"]
     return {
@@ -304,7 +317,6 @@ def embedded_max_positions(train: dict[str, Any]) -> int:
     """Positions of the embedded parent: longer than its training windows, so that cost scenarios
     and generation can run past them."""
     return max(2048, train["seq_len"])
-
 
 
 def embedded_corpora() -> list[str]:
@@ -326,13 +338,35 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "parent": ("parent", "seed", "threads", "device", "data.source", "data.corpus"),
     "activations": ("activations", "seed", "threads", "device", "parent.path", "parent.train.seq_len"),
     # activations, the parent and its vocabulary: the planner sizes an online teacher (bld.teacher)
-    "bld": ("bld", "search_space", "seed", "threads", "device", "activations", "parent.path", "parent.train.seq_len",
-            "data.tokenizer.vocab_size"),
+    "bld": (
+        "bld",
+        "search_space",
+        "seed",
+        "threads",
+        "device",
+        "activations",
+        "parent.path",
+        "parent.train.seq_len",
+        "data.tokenizer.vocab_size",
+    ),
     "score": ("scoring", "search_space", "bld.mode", "seed", "threads", "device", "data.source", "data.corpus"),
     # only the job's own target, so editing one target reruns that target alone
-    "costs": ("costs.targets.{target}", "costs.scenarios", "costs.repeats", "costs.warmup", "costs.n_copies",
-              "costs.statistic", "costs.clock", "costs.interval", "costs.bootstrap", "costs.remeasure",
-              "costs.on_noise", "search_space", "threads", "device"),
+    "costs": (
+        "costs.targets.{target}",
+        "costs.scenarios",
+        "costs.repeats",
+        "costs.warmup",
+        "costs.n_copies",
+        "costs.statistic",
+        "costs.clock",
+        "costs.interval",
+        "costs.bootstrap",
+        "costs.remeasure",
+        "costs.on_noise",
+        "search_space",
+        "threads",
+        "device",
+    ),
     "search": ("search", "search_space.ffn.multiple_of"),
     "assemble": ("bld.mode",),
     "gkd": ("gkd", "seed", "threads", "device"),
@@ -371,7 +405,8 @@ class StageConfig(dict):
 
     def __missing__(self, key: str) -> Any:
         raise UndeclaredKey(
-            f"stage {self.stage!r} reads config key {self.prefix + str(key)!r}, which config.STAGE_KEYS[{self.stage!r}] does not declare"
+            f"stage {self.stage!r} reads config key {self.prefix + str(key)!r}, "
+            f"which config.STAGE_KEYS[{self.stage!r}] does not declare"
         )
 
 
@@ -471,7 +506,9 @@ def upstream(cfg: dict[str, Any], stage: str, **fill: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser, section: str | None = None) -> None:
     """`--config FILE` (a whole experiment YAML) or `--cfg JSON` (the keys a stage declares)."""
-    what = f"{{{section!r}: {{...}}}}" if section else "the keys this stage reads (config.STAGE_KEYS), e.g. {'seed': 0}"
+    what = (
+        f"{{{section!r}: {{...}}}}" if section else "the keys this stage reads (config.STAGE_KEYS), e.g. {'seed': 0}"
+    )
     parser.add_argument("--config", help="experiment config YAML (validated, defaults filled)")
     parser.add_argument("--cfg", help=f"JSON of {what}; how Snakemake rules call stages")
 
@@ -494,7 +531,8 @@ def from_args(args: argparse.Namespace) -> dict[str, Any]:
             bad = _undeclared(raw, _declared(stage), [])
             if bad is not None:
                 raise ConfigError(
-                    f"config error: --cfg key {bad!r}: stage {stage!r} does not read it; expected keys of {list(STAGE_KEYS[stage])}"
+                    f"config error: --cfg key {bad!r}: stage {stage!r} does not read it; "
+                    f"expected keys of {list(STAGE_KEYS[stage])}"
                 )
         cfg = validate(raw, stage=stage)
     elif getattr(args, "config", None):

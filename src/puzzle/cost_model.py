@@ -129,7 +129,7 @@ class Arch:
     layers: tuple[blocks.BlockConfig, ...] = ()
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> "Arch":
+    def from_config(cls, cfg: dict[str, Any]) -> Arch:
         """From a Llama-family config.json dict, or a Nemotron-NAS one read per layer."""
         shape = blocks.ParentShape.from_config(cfg)
         return cls(

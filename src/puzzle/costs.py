@@ -18,8 +18,9 @@ is a no-op, timed through the model's own forward (embeddings, RoPE, mask, KV ca
 cancels everything that does not scale with the copies. The empty layer's cost e (a layer call with
 both subblocks no-op, which every layer of a child pays) goes to the non-block part, with the fixed
 cost of a model that keeps a KV cache: the intercept 2 T(N) - T(2N) of the GQA attention
-stacks (averaged over the KV-head variants) (embeddings, RoPE, mask and cache bookkeeping, final norm, head; never below the time of
-the model without layers, a floor against noise), so non_block = that + L e.
+stacks (averaged over the KV-head variants) (embeddings, RoPE, mask and cache bookkeeping, final
+norm, head; never below the time of the model without layers, a floor against noise), so
+non_block = that + L e.
 Summed per-block costs plus non_block then predict a whole model's time (benchmarks/bench_costs.py
 checks it). prefill = one forward of the batch's prompts into an empty KV cache (logits of the last
 position only, as generation computes them); decode = one step of one token per sequence with a KV
@@ -48,15 +49,15 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from puzzle import blocks
+from puzzle import blocks, timing
 from puzzle import config as config_mod
 from puzzle import cost_model as cm
-from puzzle import timing
 
 if TYPE_CHECKING:  # torch, pandas and the model are imported where a measured target needs them
     import pandas as pd
@@ -66,9 +67,24 @@ if TYPE_CHECKING:  # torch, pandas and the model are imported where a measured t
     from puzzle.nemotron_nas.modeling_decilm import DeciLMForCausalLM
 
 COLUMNS = [
-    "kind", "variant", "scenario", "batch", "input_len", "output_len", "prefill_ms", "decode_ms",
-    "param_bytes", "kv_bytes_per_token", "device", "dtype", "tp",
-    "prefill_ms_lo", "prefill_ms_hi", "decode_ms_lo", "decode_ms_hi", "noisy",
+    "kind",
+    "variant",
+    "scenario",
+    "batch",
+    "input_len",
+    "output_len",
+    "prefill_ms",
+    "decode_ms",
+    "param_bytes",
+    "kv_bytes_per_token",
+    "device",
+    "dtype",
+    "tp",
+    "prefill_ms_lo",
+    "prefill_ms_hi",
+    "decode_ms_lo",
+    "decode_ms_hi",
+    "noisy",
 ]
 NON_BLOCK = cm.NON_BLOCK
 KINDS = ("measure", "device", "system")  # measured, analytic roofline, aiconfigurator
@@ -85,9 +101,21 @@ def target_spec(cfg: dict[str, Any], name: str) -> dict[str, Any]:
     targets = cfg["costs"]["targets"]
     if name not in targets:
         raise config_mod.ConfigError(f"config error: --target {name!r}: expected one of {sorted(targets)}")
-    t = {"measure": False, "device": None, "system": None, "dtype": "auto", "tp": 1, "memory_gb": None,
-         "peak_tflops": None, "bandwidth_gbs": None, "fp8_tflops": None, "interconnect_gbs": None,
-         "backend": "trtllm", "backend_version": None, **targets[name]}
+    t = {
+        "measure": False,
+        "device": None,
+        "system": None,
+        "dtype": "auto",
+        "tp": 1,
+        "memory_gb": None,
+        "peak_tflops": None,
+        "bandwidth_gbs": None,
+        "fp8_tflops": None,
+        "interconnect_gbs": None,
+        "backend": "trtllm",
+        "backend_version": None,
+        **targets[name],
+    }
     if sum(bool(t[k]) for k in KINDS) != 1:
         raise config_mod.ConfigError(
             f"config error: costs.targets.{name}: expected one of measure: true, device: <analytic device name> "
@@ -119,8 +147,14 @@ def _human(n: float) -> str:
     return f"{n:.0f} B"
 
 
-def check_memory(arch: cm.Arch, scen: list[dict[str, Any]], place: cm.Placement, memory_bytes: float,
-                 device_name: str, multiple: int = 256) -> list[str]:
+def check_memory(
+    arch: cm.Arch,
+    scen: list[dict[str, Any]],
+    place: cm.Placement,
+    memory_bytes: float,
+    device_name: str,
+    multiple: int = 256,
+) -> list[str]:
     """Stop before any costing when the parent cannot serve even a scenario's smallest batch on one GPU
     of the target (parameters and KV cache per GPU at its tensor-parallel degree). Returns the larger
     batches it does not fit ("scenario@batch"): their rows are written (a child may fit), the sidecar
@@ -144,11 +178,14 @@ def check_memory(arch: cm.Arch, scen: list[dict[str, Any]], place: cm.Placement,
     return over
 
 
-def memory_rows(arch: cm.Arch, variants: list[tuple[str, str]], place: cm.Placement,
-                multiple: int) -> dict[str, tuple[int, int]]:
+def memory_rows(
+    arch: cm.Arch, variants: list[tuple[str, str]], place: cm.Placement, multiple: int
+) -> dict[str, tuple[int, int]]:
     """{variant: (parameter bytes, KV bytes per token per sequence)} on one GPU of the TP group."""
-    return {v: (cm.param_bytes(v, arch, place, multiple), cm.kv_bytes_per_token(v, arch, place.weight_bytes, place.tp))
-            for _, v in variants}
+    return {
+        v: (cm.param_bytes(v, arch, place, multiple), cm.kv_bytes_per_token(v, arch, place.weight_bytes, place.tp))
+        for _, v in variants
+    }
 
 
 def all_variants(arch: cm.Arch, space: dict[str, Any]) -> list[tuple[str, str]]:
@@ -159,8 +196,14 @@ def all_variants(arch: cm.Arch, space: dict[str, Any]) -> list[tuple[str, str]]:
 # ---- analytic ------------------------------------------------------------------------------------
 
 
-def analytic_rows(arch: cm.Arch, space: dict[str, Any], scen: list[dict[str, Any]], dev: cm.Device,
-                  place: cm.Placement, multiple: int) -> list[dict[str, Any]]:
+def analytic_rows(
+    arch: cm.Arch,
+    space: dict[str, Any],
+    scen: list[dict[str, Any]],
+    dev: cm.Device,
+    place: cm.Placement,
+    multiple: int,
+) -> list[dict[str, Any]]:
     variants = all_variants(arch, space)
     mem = memory_rows(arch, variants, place, multiple)
     rows = []
@@ -179,22 +222,48 @@ def analytic_rows(arch: cm.Arch, space: dict[str, Any], scen: list[dict[str, Any
 Interval = tuple[float, float, float]  # (value, lo, hi)
 
 
-def _row(kind: str, v: str, s: dict[str, Any], b: int, pre: float | Interval, dec: float | Interval,
-         mem: tuple[int, int], device: str, place: cm.Placement, noisy: bool = False) -> dict[str, Any]:
+def _row(
+    kind: str,
+    v: str,
+    s: dict[str, Any],
+    b: int,
+    pre: float | Interval,
+    dec: float | Interval,
+    mem: tuple[int, int],
+    device: str,
+    place: cm.Placement,
+    noisy: bool = False,
+) -> dict[str, Any]:
     """One costs.csv row; a time without an interval (estimates) has lo = hi = the time."""
     pre, dec = ((x, x, x) if isinstance(x, (int, float)) else x for x in (pre, dec))
-    return {"kind": kind, "variant": v, "scenario": s["name"], "batch": b, "input_len": s["input_len"],
-            "output_len": s["output_len"], "prefill_ms": pre[0], "decode_ms": dec[0], "param_bytes": mem[0],
-            "kv_bytes_per_token": mem[1], "device": device, "dtype": place.dtype, "tp": place.tp,
-            "prefill_ms_lo": pre[1], "prefill_ms_hi": pre[2], "decode_ms_lo": dec[1], "decode_ms_hi": dec[2],
-            "noisy": noisy}
+    return {
+        "kind": kind,
+        "variant": v,
+        "scenario": s["name"],
+        "batch": b,
+        "input_len": s["input_len"],
+        "output_len": s["output_len"],
+        "prefill_ms": pre[0],
+        "decode_ms": dec[0],
+        "param_bytes": mem[0],
+        "kv_bytes_per_token": mem[1],
+        "device": device,
+        "dtype": place.dtype,
+        "tp": place.tp,
+        "prefill_ms_lo": pre[1],
+        "prefill_ms_hi": pre[2],
+        "decode_ms_lo": dec[1],
+        "decode_ms_hi": dec[2],
+        "noisy": noisy,
+    }
 
 
 # ---- measured ------------------------------------------------------------------------------------
 
 
-def stack_config(parent_config: dict[str, Any], block: dict[str, Any] | None, n_layers: int,
-                 vocab_size: int | None = None) -> DeciLMConfig:
+def stack_config(
+    parent_config: dict[str, Any], block: dict[str, Any] | None, n_layers: int, vocab_size: int | None = None
+) -> DeciLMConfig:
     """A Nemotron-NAS config with the parent's globals and `n_layers` copies of `block`."""
     from puzzle.convert import decilm_config_from_llama
     from puzzle.nemotron_nas import DeciLMConfig
@@ -228,13 +297,17 @@ def stack_specs(arch: cm.Arch, space: dict[str, Any]) -> list[tuple[str, tuple[s
     no-op with the other subblock a no-op (the parent's attention first)."""
     noops = (blocks.ATTN_NOOP, blocks.FFN_NOOP)
     stacks = [("empty", noops)]
-    stacks += [(v, (v, blocks.FFN_NOOP) if k == "attention" else (blocks.ATTN_NOOP, v))
-               for k, v in all_variants(arch, space) if k != "non_block" and v not in noops]
+    stacks += [
+        (v, (v, blocks.FFN_NOOP) if k == "attention" else (blocks.ATTN_NOOP, v))
+        for k, v in all_variants(arch, space)
+        if k != "non_block" and v not in noops
+    ]
     return stacks
 
 
-def together_bytes(arch: cm.Arch, space: dict[str, Any], scen: list[dict[str, Any]], n: int, e: int,
-                   multiple: int) -> int:
+def together_bytes(
+    arch: cm.Arch, space: dict[str, Any], scen: list[dict[str, Any]], n: int, e: int, multiple: int
+) -> int:
     """Bytes of every stack (N and 2N copies) and the model without layers held at once, with the KV
     caches of the largest decode they run (activations left out)."""
     nb = cm.param_count(NON_BLOCK, arch)
@@ -293,10 +366,19 @@ class _Group:
         return {k: (pre[i], dec[i]) for i, k in enumerate(self.keys)}
 
 
-def measured_rows(parent_config: dict[str, Any], arch: cm.Arch, space: dict[str, Any], scen: list[dict[str, Any]],
-                  costs_cfg: dict[str, Any], device: torch.device, dtype_name: str, multiple: int,
-                  log: Callable[[str], None] = print, also: list[torch.nn.Module] = (), together: bool | None = None,
-                  ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def measured_rows(
+    parent_config: dict[str, Any],
+    arch: cm.Arch,
+    space: dict[str, Any],
+    scen: list[dict[str, Any]],
+    costs_cfg: dict[str, Any],
+    device: torch.device,
+    dtype_name: str,
+    multiple: int,
+    log: Callable[[str], None] = print,
+    also: list[torch.nn.Module] = (),
+    together: bool | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Measured rows of every variant x scenario x batch size, and what the sidecar records.
 
     Per (scenario, batch): T(N), T(2N) of a stack of every non-no-op variant (the other subblock a
@@ -364,8 +446,9 @@ def measured_rows(parent_config: dict[str, Any], arch: cm.Arch, space: dict[str,
         models = kept.get(unit) or units[unit][1]()
         for c in case_ids:
             s, b = cases[c]
-            groups[(c, unit)].add(*timing.time_models(models, b, s["input_len"], s["output_len"], timer,
-                                                      seed=2 * c + 1000 * attempt))
+            groups[(c, unit)].add(
+                *timing.time_models(models, b, s["input_len"], s["output_len"], timer, seed=2 * c + 1000 * attempt)
+            )
         if together or unit == "base":
             kept[unit] = models
         elif device.type == "cuda":
@@ -378,10 +461,14 @@ def measured_rows(parent_config: dict[str, Any], arch: cm.Arch, space: dict[str,
         for u in units:
             point.update(groups[(c, u)].stats(statistic))
             boot.update(groups[(c, u)].resampled(statistic, resamples, seed=17 * c + 7 * len(boot)))
-        derive = lambda t, k: costs_from_times({key: v[k] for key, v in t.items()}, n, arch.num_hidden_layers,  # noqa: E731
-                                               gqa, names)
-        return ({v: (derive(point, 0)[v], derive(point, 1)[v]) for v in [*names, NON_BLOCK, "empty"]},
-                {v: tuple(timing.interval(derive(boot, k)[v], level) for k in (0, 1)) for v in [*names, NON_BLOCK]})
+
+        def derive(t: dict[Any, Any], k: int) -> dict[str, Any]:
+            return costs_from_times({key: v[k] for key, v in t.items()}, n, arch.num_hidden_layers, gqa, names)
+
+        return (
+            {v: (derive(point, 0)[v], derive(point, 1)[v]) for v in [*names, NON_BLOCK, "empty"]},
+            {v: tuple(timing.interval(derive(boot, k)[v], level) for k in (0, 1)) for v in [*names, NON_BLOCK]},
+        )
 
     def noisy_rows(c: int, ci: dict[str, Any]) -> list[tuple[str, int]]:
         return [(v, k) for v in names for k in (0, 1) if ci[v][k][0] <= 0]
@@ -400,8 +487,10 @@ def measured_rows(parent_config: dict[str, Any], arch: cm.Arch, space: dict[str,
             measure(u, sorted(noisy), attempt)
         for c in noisy:
             results[c] = estimate(c)
-        log(f"timed again ({attempt}): {len(noisy)} cases with a difference not clearly above 0, "
-            f"{time.perf_counter() - t0:.1f} s")
+        log(
+            f"timed again ({attempt}): {len(noisy)} cases with a difference not clearly above 0, "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
     kept.clear()
 
     rows, noisy_names = [], []
@@ -441,6 +530,7 @@ def measured_rows(parent_config: dict[str, Any], arch: cm.Arch, space: dict[str,
 def _ms_interval(x: Interval) -> str:
     return f"{x[0]:.4f} ms in [{x[1]:.4f}, {x[2]:.4f}]"
 
+
 # ---- stage ---------------------------------------------------------------------------------------
 
 
@@ -452,8 +542,9 @@ def device_memory_bytes(device: torch.device) -> float:
     return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def run(cfg: dict[str, Any], parent_dir: str | os.PathLike, target: str,
-        log: Callable[[str], None] = print) -> tuple[pd.DataFrame, dict[str, Any]]:
+def run(
+    cfg: dict[str, Any], parent_dir: str | os.PathLike, target: str, log: Callable[[str], None] = print
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """(costs table, sidecar dict) of one target."""
     import pandas as pd
 
@@ -463,15 +554,19 @@ def run(cfg: dict[str, Any], parent_dir: str | os.PathLike, target: str,
     space, multiple = cfg["search_space"], cfg["search_space"]["ffn"]["multiple_of"]
     scen = scenarios(cfg)
     meta: dict[str, Any] = {
-        "target": target, "parent": str(parent_dir), "scenarios": scen,
+        "target": target,
+        "parent": str(parent_dir),
+        "scenarios": scen,
         "decode_kv_len": "input_len + output_len // 2",
-        "columns": {"prefill_ms": "prefill of the batch's prompts through one instance (its tp GPUs)",
-                    "decode_ms": "one decode step of the batch through one instance",
-                    "param_bytes": "parameters of one instance on one of its GPUs",
-                    "kv_bytes_per_token": "per token per sequence on one GPU",
-                    "tp": "GPUs per instance (tensor parallelism)",
-                    "*_lo, *_hi": "interval of the time (measured: bootstrap over rounds; estimates: the time)",
-                    "noisy": "measured difference not clearly above 0 (written under costs.on_noise: mark)"},
+        "columns": {
+            "prefill_ms": "prefill of the batch's prompts through one instance (its tp GPUs)",
+            "decode_ms": "one decode step of the batch through one instance",
+            "param_bytes": "parameters of one instance on one of its GPUs",
+            "kv_bytes_per_token": "per token per sequence on one GPU",
+            "tp": "GPUs per instance (tensor parallelism)",
+            "*_lo, *_hi": "interval of the time (measured: bootstrap over rounds; estimates: the time)",
+            "noisy": "measured difference not clearly above 0 (written under costs.on_noise: mark)",
+        },
     }
     t0 = time.perf_counter()
     if spec["measure"]:
@@ -488,34 +583,66 @@ def run(cfg: dict[str, Any], parent_dir: str | os.PathLike, target: str,
         log(f"measuring on {device} ({dtype}, {torch.get_num_threads()} threads)")
         rows, extra = measured_rows(parent_config, arch, space, scen, cfg["costs"], device, dtype, multiple, log)
         c = cfg["costs"]
-        meta.update({
-            "method": "measured: cost = (T(2N copies) - T(N copies)) / N - e (e: an empty layer's); "
-                      "non_block = max(mean over GQA variants of 2 T(N) - T(2N), T(0 layers)) + L e; "
-                      "T: statistic over rounds that time every stack once each, the round's common "
-                      "slowdown divided out (timing.py); interval: bootstrap over the rounds",
-            "device": extra.pop("device_name"), "dtype": dtype, "tp": 1, "memory_bytes": memory,
-            "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
-            "threads": torch.get_num_threads(), "repeats": c["repeats"], "warmup": c["warmup"],
-            "n_copies": c["n_copies"], "statistic": c["statistic"],
-            "interval": {"level": c["interval"], "bootstrap_resamples": c["bootstrap"], "remeasure": c["remeasure"],
-                         "on_noise": c["on_noise"]},
-            "clock": {"wall": "wall clock (perf_counter)", "cpu": "process CPU time"}[c["clock"]], **extra,
-        })
+        meta.update(
+            {
+                "method": "measured: cost = (T(2N copies) - T(N copies)) / N - e (e: an empty layer's); "
+                "non_block = max(mean over GQA variants of 2 T(N) - T(2N), T(0 layers)) + L e; "
+                "T: statistic over rounds that time every stack once each, the round's common "
+                "slowdown divided out (timing.py); interval: bootstrap over the rounds",
+                "device": extra.pop("device_name"),
+                "dtype": dtype,
+                "tp": 1,
+                "memory_bytes": memory,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "python": platform.python_version(),
+                "threads": torch.get_num_threads(),
+                "repeats": c["repeats"],
+                "warmup": c["warmup"],
+                "n_copies": c["n_copies"],
+                "statistic": c["statistic"],
+                "interval": {
+                    "level": c["interval"],
+                    "bootstrap_resamples": c["bootstrap"],
+                    "remeasure": c["remeasure"],
+                    "on_noise": c["on_noise"],
+                },
+                "clock": {"wall": "wall clock (perf_counter)", "cpu": "process CPU time"}[c["clock"]],
+                **extra,
+            }
+        )
     elif spec["system"]:
         from puzzle.aiconfigurator import aiconfigurator_rows
 
         dtype = spec["dtype"] if spec["dtype"] != "auto" else "bfloat16"
         place = cm.Placement(dtype, spec["tp"])
         variants = all_variants(arch, space)
-        rows, extra = aiconfigurator_rows(parent_config, arch, space, scen, spec, target, multiple, _row, variants,
-                                          memory_rows(arch, variants, place, multiple), log)
+        rows, extra = aiconfigurator_rows(
+            parent_config,
+            arch,
+            space,
+            scen,
+            spec,
+            target,
+            multiple,
+            _row,
+            variants,
+            memory_rows(arch, variants, place, multiple),
+            log,
+        )
         memory = spec["memory_gb"] * 1e9 if spec["memory_gb"] else extra["memory_bytes"]
         over = check_memory(arch, scen, place, memory, f"{spec['system']} at tp {spec['tp']}", multiple)
         meta.update({**extra, "memory_bytes": memory})
     else:
         try:
-            dev = cm.device(spec["device"], spec["peak_tflops"], spec["bandwidth_gbs"], spec["memory_gb"],
-                            spec["fp8_tflops"], spec["interconnect_gbs"])
+            dev = cm.device(
+                spec["device"],
+                spec["peak_tflops"],
+                spec["bandwidth_gbs"],
+                spec["memory_gb"],
+                spec["fp8_tflops"],
+                spec["interconnect_gbs"],
+            )
             place = cm.Placement(spec["dtype"] if spec["dtype"] != "auto" else "bfloat16", spec["tp"])
             over = check_memory(arch, scen, place, dev.memory_gb * 1e9, dev.name, multiple)
             rows = analytic_rows(arch, space, scen, dev, place, multiple)
@@ -523,12 +650,19 @@ def run(cfg: dict[str, Any], parent_dir: str | os.PathLike, target: str,
             if isinstance(err, config_mod.ConfigError):
                 raise
             raise config_mod.ConfigError(f"config error: costs.targets.{target}: {err}") from None
-        meta.update({
-            "method": "analytic roofline: max(flops / peak, bytes / bandwidth) per subblock on one GPU of tp, "
-                      "+ all-reduce at tp > 1 (cost_model.py)",
-            "device": dev.name, "dtype": place.dtype, "tp": place.tp, "peak_tflops": dev.tflops(place.dtype),
-            "bandwidth_gbs": dev.bandwidth_gbs, "memory_gb": dev.memory_gb, "interconnect_gbs": dev.interconnect_gbs,
-        })
+        meta.update(
+            {
+                "method": "analytic roofline: max(flops / peak, bytes / bandwidth) per subblock on one GPU of tp, "
+                "+ all-reduce at tp > 1 (cost_model.py)",
+                "device": dev.name,
+                "dtype": place.dtype,
+                "tp": place.tp,
+                "peak_tflops": dev.tflops(place.dtype),
+                "bandwidth_gbs": dev.bandwidth_gbs,
+                "memory_gb": dev.memory_gb,
+                "interconnect_gbs": dev.interconnect_gbs,
+            }
+        )
     meta["parent_exceeds_memory"] = over
     meta["wall_s"] = round(time.perf_counter() - t0, 2)
     return pd.DataFrame(rows, columns=COLUMNS), meta
@@ -548,5 +682,7 @@ def main(args: argparse.Namespace) -> None:
     frame, meta = run(cfg, args.parent, args.target, log=lambda m: print(m, flush=True))
     write_json(Path(args.out).with_name("costs.json"), meta)
     write_csv(args.out, frame)
-    show = frame[["kind", "variant", "scenario", "batch", "prefill_ms", "decode_ms", "param_bytes", "kv_bytes_per_token"]]
+    show = frame[
+        ["kind", "variant", "scenario", "batch", "prefill_ms", "decode_ms", "param_bytes", "kv_bytes_per_token"]
+    ]
     print(show.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

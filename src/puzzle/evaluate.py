@@ -73,7 +73,9 @@ def scenarios(cfg: dict[str, Any], solution: dict[str, Any] | None) -> list[dict
     out = []
     if solution is not None and cfg["evaluate"]["solution_scenario"]:
         s = solution["scenario"]
-        out.append({"name": s["name"], "batch": s["batch"], "input_len": s["input_len"], "output_len": s["output_len"]})
+        out.append(
+            {"name": s["name"], "batch": s["batch"], "input_len": s["input_len"], "output_len": s["output_len"]}
+        )
     out += [dict(s) for s in cfg["evaluate"]["scenarios"] if dict(s) not in out]
     return out
 
@@ -100,8 +102,14 @@ def greedy_generate(model: checkpoint.CausalLM, prompts: torch.Tensor, output_le
     return torch.cat(tokens, dim=1)
 
 
-SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
-              "vocab_size")
+SHAPE_KEYS = (
+    "num_hidden_layers",
+    "hidden_size",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+)
 
 
 def architecture(model: checkpoint.CausalLM) -> str:
@@ -115,8 +123,15 @@ def architecture(model: checkpoint.CausalLM) -> str:
 
 
 def throughput(
-    models: dict[str, Any], scenario_list: list[dict[str, Any]], tokens: Any, repeats: int, warmup: int,
-    statistic: str = "median", seed: int = 0, clock: str = "wall", reference: str | None = None,
+    models: dict[str, Any],
+    scenario_list: list[dict[str, Any]],
+    tokens: Any,
+    repeats: int,
+    warmup: int,
+    statistic: str = "median",
+    seed: int = 0,
+    clock: str = "wall",
+    reference: str | None = None,
     level: float = 0.9,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """{model: {scenario key: {batch, input_len, output_len, tokens_per_s, seconds, measured_as}}}.
@@ -137,7 +152,9 @@ def throughput(
     for i, s in enumerate(scenario_list):
         prompts = fixed_windows(tokens, s["batch"], s["input_len"])
         prompts = prompts.repeat((s["batch"] + len(prompts) - 1) // len(prompts), 1)[: s["batch"]].to(device)
-        calls = [lambda m=models[name]: greedy_generate(m, prompts, s["output_len"]) for name in timed]
+        calls = [
+            lambda m=models[name], p=prompts, n=s["output_len"]: greedy_generate(m, p, n) for name in timed
+        ]
         raw = timing.time_calls(calls, timer, seed=seed + i)
         stat = dict(zip(timed, timing.summarize(raw, statistic)))
         seconds = dict(zip(timed, raw))
@@ -186,7 +203,6 @@ def lm_eval_scores(model: Any, tokenizer_dir: str, e_cfg: dict[str, Any]) -> dic
 # ---- the stage -----------------------------------------------------------------------------------
 
 
-
 def load_model(path: str | Path, device: torch.device, dtype: torch.dtype) -> checkpoint.CausalLM:
     """A parent or child in `dtype`, over the job's devices of `device`'s type."""
     return checkpoint.load(path, dtype=dtype, device=checkpoint.devices_for(device))
@@ -200,14 +216,23 @@ def relative(row: dict[str, Any], parent: dict[str, Any]) -> dict[str, Any]:
             k: v["tokens_per_s"] / parent["throughput"][k]["tokens_per_s"] for k, v in row["throughput"].items()
         },
         "throughput_ratio_interval": {
-            k: v.get("speedup_interval", [1.0, 1.0]) for k, v in row["throughput"].items()  # the parent's own: 1
+            k: v.get("speedup_interval", [1.0, 1.0])
+            for k, v in row["throughput"].items()  # the parent's own: 1
         },
-        "retained_pct": {"token_acc": 100 * q["token_acc"] / pq["token_acc"], "lm_loss": 100 * pq["lm_loss"] / q["lm_loss"]},
+        "retained_pct": {
+            "token_acc": 100 * q["token_acc"] / pq["token_acc"],
+            "lm_loss": 100 * pq["lm_loss"] / q["lm_loss"],
+        },
     }
 
 
 def evaluate(
-    cfg: dict[str, Any], parent_dir: str, model_dirs: dict[str, str], test_shard: str, solution_path: str | None, out_dir: str
+    cfg: dict[str, Any],
+    parent_dir: str,
+    model_dirs: dict[str, str],
+    test_shard: str,
+    solution_path: str | None,
+    out_dir: str,
 ) -> dict[str, dict[str, Any]]:
     """Evaluate the parent and `model_dirs` ({name: checkpoint}); writes out_dir/{name}.json."""
     e = cfg["evaluate"]
@@ -229,8 +254,11 @@ def evaluate(
             "parameters": sum(p.numel() for p in model.parameters()),
             "device": str(device),
             "dtype": str(dtype).removeprefix("torch."),
-            "quality": {**quality(model, parent, windows, e["batch_size"]), "windows": len(windows),
-                        "shard": str(test_shard)},
+            "quality": {
+                **quality(model, parent, windows, e["batch_size"]),
+                "windows": len(windows),
+                "shard": str(test_shard),
+            },
             "throughput": speed,
             "lm_eval": lm_eval_scores(model, path, e),
         }
@@ -248,8 +276,13 @@ def evaluate(
         arch = arch_of[name] = architecture(model)
         if arch not in speeds:
             timed = throughput(
-                {"parent": parent, name: model}, scenario_list, tokens, e["repeats"], e["warmup"],
-                reference="parent", level=e["interval"],
+                {"parent": parent, name: model},
+                scenario_list,
+                tokens,
+                e["repeats"],
+                e["warmup"],
+                reference="parent",
+                level=e["interval"],
             )
             warn_unmeasurable(name, timed[name], timed["parent"], e["max_spread"])
             speeds[arch] = (timed[name], timed["parent"])
@@ -319,7 +352,9 @@ def summarize(run_dirs: list[str], out_csv: str) -> pd.DataFrame:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     config_mod.add_arguments(parser)
     parser.add_argument("--parent", help="parent HF checkpoint folder (the reference of kl and ratios)")
-    parser.add_argument("--model", action="append", default=[], metavar="NAME=DIR", help="a model to evaluate (repeatable)")
+    parser.add_argument(
+        "--model", action="append", default=[], metavar="NAME=DIR", help="a model to evaluate (repeatable)"
+    )
     parser.add_argument("--test", help="test token shard (test.bin)")
     parser.add_argument("--solution", help="solution.json of the children: its scenario is timed")
     parser.add_argument("--summarize", nargs="+", metavar="EVAL_DIR", help="gather evaluated runs into the CSV --out")

@@ -46,9 +46,15 @@ def conflict(engine: str, space: dict[str, Any], parent_cfg: dict[str, Any]) -> 
     if engine == "vllm":
         for kind in ("attention", "ffn"):
             if space[kind]["linear"]:
-                return f"search_space.{kind}.linear = true: expected false {when} (vLLM builds no replace_with_linear subblock)"
+                return (
+                    f"search_space.{kind}.linear = true: expected false {when} "
+                    "(vLLM builds no replace_with_linear subblock)"
+                )
     if engine == "trtllm" and (bias := _biased(parent_cfg)):
-        return f"parent {bias}: expected a parent without biases {when} (TensorRT-LLM builds attention and MLP with bias=False)"
+        return (
+            f"parent {bias}: expected a parent without biases {when} "
+            "(TensorRT-LLM builds attention and MLP with bias=False)"
+        )
     parent = blocks.ParentShape.from_config(parent_cfg)
     multiple = space["ffn"]["multiple_of"]
     for name in blocks.search_space(parent, space)[1]:
@@ -56,8 +62,13 @@ def conflict(engine: str, space: dict[str, Any], parent_cfg: dict[str, Any]) -> 
         width = blocks.ffn_width(pct, parent, multiple) if pct is not None else None
         if width is None or blocks.intermediate_size_to_ffn_mult(width, parent.hidden_size) is not None:
             continue
-        what = (f"parent intermediate_size = {width}" if pct == 100 else
-                f"search_space.ffn.ratios has {pct / 100:g} (width {width} with multiple_of = {multiple})")
-        return (f"{what}: expected a width ffn_mult expresses at hidden_size {parent.hidden_size} (a multiple of 256) "
-                f"{when} ({_WHY_WIDTHS[engine]})")
+        what = (
+            f"parent intermediate_size = {width}"
+            if pct == 100
+            else f"search_space.ffn.ratios has {pct / 100:g} (width {width} with multiple_of = {multiple})"
+        )
+        return (
+            f"{what}: expected a width ffn_mult expresses at hidden_size {parent.hidden_size} (a multiple of 256) "
+            f"{when} ({_WHY_WIDTHS[engine]})"
+        )
     return None

@@ -13,8 +13,9 @@ from __future__ import annotations
 import random
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,7 +37,9 @@ class Timer:
     ) -> None:
         self.device, self.warmup, self.repeats = device, warmup, repeats
         if statistic not in STATISTICS:
-            raise config_mod.ConfigError(f"config error: statistic = {statistic!r}: expected one of {sorted(STATISTICS)}")
+            raise config_mod.ConfigError(
+                f"config error: statistic = {statistic!r}: expected one of {sorted(STATISTICS)}"
+            )
         self.statistic = statistic  # what `summarize` keeps over the rounds
         if clock == "cpu" and device.type == "cuda":
             raise config_mod.ConfigError("config error: clock = cpu: a GPU is timed by the wall clock only")
@@ -71,8 +74,14 @@ def round_robin_orders(n_models: int, rounds: int, seed: int = 0) -> list[list[i
     return orders
 
 
-def time_calls(calls: list[Callable[[], Any]], timer: Timer, rounds: int | None = None, seed: int = 0,
-               after: list[Callable[[], Any] | None] | None = None, warmup: bool = True) -> list[list[float]]:
+def time_calls(
+    calls: list[Callable[[], Any]],
+    timer: Timer,
+    rounds: int | None = None,
+    seed: int = 0,
+    after: list[Callable[[], Any] | None] | None = None,
+    warmup: bool = True,
+) -> list[list[float]]:
     """Raw seconds of each call in each round (times[call][round]): warm-up runs of every call
     (through the timer, so `after` runs too), then `rounds` (default timer.repeats) rounds that each
     time every call once in a shuffled order."""
@@ -95,7 +104,7 @@ def _middle_mean(values: list[float]) -> float:
     over rounds see no spread."""
     v = sorted(values)
     cut = -(-len(v) // 4)
-    middle = v[cut:len(v) - cut]
+    middle = v[cut : len(v) - cut]
     return sum(middle) / len(middle) if len(middle) > 2 else statistics.median(v)
 
 
@@ -108,8 +117,10 @@ def normalize_rounds(times: list[list[float]]) -> list[list[float]]:
     if len(times) < 2 or not times[0]:
         return [list(t) for t in times]
     med = [statistics.median(t) for t in times]
-    factors = [_middle_mean([t[r] / m for t, m in zip(times, med) if m > 0]) if any(m > 0 for m in med) else 1.0
-               for r in range(len(times[0]))]
+    factors = [
+        _middle_mean([t[r] / m for t, m in zip(times, med) if m > 0]) if any(m > 0 for m in med) else 1.0
+        for r in range(len(times[0]))
+    ]
     return [[x / f if f > 0 else x for x, f in zip(t, factors)] for t in times]
 
 
@@ -168,22 +179,31 @@ class Workload:
             self.cache.crop(-1)
 
 
-def time_models(models: list[torch.nn.Module], batch: int, input_len: int, output_len: int, timer: Timer,
-                seed: int = 0, rounds: int | None = None, warmup: bool = True) -> tuple[list[list[float]], list[list[float]]]:
+def time_models(
+    models: list[torch.nn.Module],
+    batch: int,
+    input_len: int,
+    output_len: int,
+    timer: Timer,
+    seed: int = 0,
+    rounds: int | None = None,
+    warmup: bool = True,
+) -> tuple[list[list[float]], list[list[float]]]:
     """Raw (prefill, decode) seconds of each model in each round, prefill rounds first, then decode
     rounds at a KV cache of input_len + output_len // 2 tokens (time_calls for each phase)."""
     loads = [Workload(m, batch, input_len, output_len, timer.device) for m in models]
     pre = time_calls([w.prefill for w in loads], timer, rounds, seed, warmup=warmup)
     for w in loads:
         w.prepare_decode()
-    dec = time_calls([w.decode for w in loads], timer, rounds, seed + 1, after=[w.rewind for w in loads], warmup=warmup)
+    dec = time_calls(
+        [w.decode for w in loads], timer, rounds, seed + 1, after=[w.rewind for w in loads], warmup=warmup
+    )
     for w in loads:
         w.cache = None
     return pre, dec
 
 
-def resampled(times: list[list[float]], statistic: str = "median", resamples: int = 1000,
-              seed: int = 0) -> np.ndarray:
+def resampled(times: list[list[float]], statistic: str = "median", resamples: int = 1000, seed: int = 0) -> np.ndarray:
     """Per-model statistics (models, resamples) over bootstrap resamples of whole rounds: every
     resample draws rounds with replacement from the normalized times, the same rounds for every
     model (they were timed together, so a round's leftover drift stays paired)."""

@@ -79,7 +79,11 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def save_checkpoint(
-    directory: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, extra: Any = None
+    directory: str | os.PathLike,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    extra: Any = None,
 ) -> None:
     """Model weights (safetensors), optimizer state and the step, each written atomically.
 

@@ -82,7 +82,7 @@ class AttentionConfig:
     given: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
-    def from_dict(cls, entry: Mapping[str, Any], where: str, num_attention_heads: int) -> "AttentionConfig":
+    def from_dict(cls, entry: Mapping[str, Any], where: str, num_attention_heads: int) -> AttentionConfig:
         _known_keys(where, cls, entry)
         given = _unused_fields(where, "attention", entry)
         config = cls(**entry, given=given)
@@ -118,7 +118,7 @@ class FFNConfig:
     given: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
-    def from_dict(cls, entry: Mapping[str, Any], where: str, hidden_size: int) -> "FFNConfig":
+    def from_dict(cls, entry: Mapping[str, Any], where: str, hidden_size: int) -> FFNConfig:
         """Validated. A given `ffn_mult` is kept as it is (readers compute the width from it); an explicit width
         becomes `ffn_mult` whenever that expresses it exactly (every runtime reads `ffn_mult`)."""
         _known_keys(where, cls, entry)
@@ -168,7 +168,7 @@ class BlockConfig:
     @classmethod
     def from_dict(
         cls, block: Any, where: str, hidden_size: int, num_attention_heads: int
-    ) -> "BlockConfig":
+    ) -> BlockConfig:
         """From a `block_configs` entry: a dict as config.json holds it, or a BlockConfig (validated again
         against this model's shape)."""
         if isinstance(block, BlockConfig):

@@ -136,7 +136,7 @@ class DeciLMConfig(PretrainedConfig):
         """Index of layer `layer_idx`'s K/V in the (compact) KV cache."""
         return self.attention_layers.index(layer_idx)
 
-    def with_block_config(self, layer_idx: int, block_config: BlockConfig | Mapping[str, Any]) -> "DeciLMConfig":
+    def with_block_config(self, layer_idx: int, block_config: BlockConfig | Mapping[str, Any]) -> DeciLMConfig:
         """A validated copy whose layer `layer_idx` is `block_config` (e.g. to build one variant's subblock)."""
         config = copy.deepcopy(self)
         config.block_configs[layer_idx] = BlockConfig.from_dict(

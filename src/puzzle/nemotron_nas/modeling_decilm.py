@@ -221,7 +221,8 @@ class DeciLMPreTrainedModel(PreTrainedModel):
         (missing or unexpected) is an error naming the layer and field, never a silent random init."""
         want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
-        problems = [_describe_key(k, "missing from the checkpoint", model.config) for k in sorted(info["missing_keys"])]
+        missing = sorted(info["missing_keys"])
+        problems = [_describe_key(k, "missing from the checkpoint", model.config) for k in missing]
         # Unexpected layer tensors mean config and weights disagree; others (lm_head for DeciLMModel) are fine.
         problems += [
             _describe_key(k, "in the checkpoint but not in the model", model.config)
