@@ -58,6 +58,7 @@ import numpy as np
 from puzzle import blocks, timing
 from puzzle import config as config_mod
 from puzzle import cost_model as cm
+from puzzle.search.tables import COST_COLUMNS, INTERVAL_COLUMNS
 
 if TYPE_CHECKING:  # torch, pandas and the model are imported where a measured target needs them
     import pandas as pd
@@ -66,26 +67,8 @@ if TYPE_CHECKING:  # torch, pandas and the model are imported where a measured t
     from puzzle.nemotron_nas.configuration_decilm import DeciLMConfig
     from puzzle.nemotron_nas.modeling_decilm import DeciLMForCausalLM
 
-COLUMNS = [
-    "kind",
-    "variant",
-    "scenario",
-    "batch",
-    "input_len",
-    "output_len",
-    "prefill_ms",
-    "decode_ms",
-    "param_bytes",
-    "kv_bytes_per_token",
-    "device",
-    "dtype",
-    "tp",
-    "prefill_ms_lo",
-    "prefill_ms_hi",
-    "decode_ms_lo",
-    "decode_ms_hi",
-    "noisy",
-]
+# what the search reads (search/tables.py), then where and how each row was costed, and its interval
+COLUMNS = [*COST_COLUMNS, "device", "dtype", "tp", *INTERVAL_COLUMNS, "noisy"]
 NON_BLOCK = cm.NON_BLOCK
 KINDS = ("measure", "device", "system")  # measured, analytic roofline, aiconfigurator
 

@@ -16,11 +16,10 @@ import pandas as pd
 
 from puzzle.blocks import ParentShape, attn_name, ffn_name
 from puzzle.config import ConfigError
-from puzzle.search.tables import COST_VALUES, METRICS
+from puzzle.search.tables import COST_VALUES, INTERVAL_COLUMNS, METRICS
 from puzzle.search.targets import RESOURCE_OF
 
 # optional costs.csv columns (costs.py writes them): each time's interval, and measured rows noise swamps
-INTERVAL_COLUMNS = ["prefill_ms_lo", "prefill_ms_hi", "decode_ms_lo", "decode_ms_hi"]
 
 
 def parent_pair(scores: pd.DataFrame, parent: ParentShape | None = None) -> tuple[str, str]:

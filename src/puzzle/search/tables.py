@@ -40,6 +40,8 @@ COST_COLUMNS = [
     "kv_bytes_per_token",
 ]
 COST_VALUES = ["prefill_ms", "decode_ms", "param_bytes", "kv_bytes_per_token"]
+# optional: measured rows' bootstrap intervals (costs.interval); the search bounds its speed-up with them
+INTERVAL_COLUMNS = ["prefill_ms_lo", "prefill_ms_hi", "decode_ms_lo", "decode_ms_hi"]
 # KL(parent || model) >= 0; scoring sums per-token differences of log-sums in floating point, so an
 # unchanged block may land a rounding error below 0, never more
 KL_TOLERANCE = 1e-6
