@@ -115,9 +115,7 @@ def layer_groups(cfg: dict[str, Any], parent_cfg: dict[str, Any], names: list[st
 
 def parent_bytes(arch: cost_model.Arch) -> int:
     """The bf16 parent an online job holds at most (all layers: the last layer's job)."""
-    per_layer = cost_model.param_count(blocks.parent_variants(arch.shape)[0], arch) + cost_model.param_count(
-        blocks.parent_variants(arch.shape)[1], arch)
-    return 2 * (per_layer * arch.num_hidden_layers + cost_model.param_count(cost_model.NON_BLOCK, arch))
+    return plan.model_bytes(arch, "bfloat16")
 
 
 # ---- FLOPs: training work and the prefix's overhead --------------------------------------------
