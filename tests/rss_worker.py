@@ -18,15 +18,13 @@ from typing import Any
 import torch
 
 import puzzle  # noqa: F401  (registers nemotron-nas with transformers)
-from puzzle import activations, bld_teacher, compress, convert, evaluate, scoring
+from puzzle import activations, bld_teacher, checkpoint, compress, convert, evaluate, scoring
 
 CPU = torch.device("cpu")
 
 
 def entries(path: str, out: str | None) -> dict[str, Any]:
     def checkpoint_load(**kw: Any) -> Any:
-        from puzzle import checkpoint
-
         return checkpoint.load(path, **kw)
 
     def converted() -> Any:
@@ -89,7 +87,7 @@ def measure(entry: str, path: str, out: str) -> dict[str, Any]:
         with torch.no_grad():
             for p in model.parameters():
                 p.sum()  # touches every page of every weight
-        model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        model_bytes = checkpoint.model_bytes(model)
     return {"entry": entry, "rss_bytes": status("VmHWM") - base, "model_bytes": model_bytes}
 
 

@@ -183,9 +183,13 @@ def empty(path: str | os.PathLike, dtype: torch.dtype) -> CausalLM:
     path = Path(path)
     model = empty_model(model_config(read_config(path)), dtype)
     model.tie_weights()  # tied embeddings are one parameter, as `load` makes them
+    _read_generation_config(model, path)
+    return model
+
+
+def _read_generation_config(model: CausalLM, path: Path) -> None:
     if (path / "generation_config.json").exists():
         model.generation_config = GenerationConfig.from_pretrained(path)
-    return model
 
 
 def tensors(path: str | os.PathLike, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
@@ -224,7 +228,7 @@ def device_map(model: CausalLM, max_memory: dict[int | str, int]) -> dict[str, i
     )
     outside = sorted({str(v) for v in placed.values()} - {str(k) for k in max_memory})
     if outside:
-        need = sum(p.numel() * p.element_size() for p in model.parameters())
+        need = model_bytes(model)
         raise ValueError(
             f"model of {need / 2**30:.2f} GiB does not fit the job's devices {max_memory} (bytes); "
             f"{outside} would be needed: give the job more or larger GPUs"
@@ -336,8 +340,7 @@ def load(
     if single is not None:
         placed = {"": single}
     _assign(model, files, cast, placed, layers, decilm)
-    if (path / "generation_config.json").exists():
-        model.generation_config = GenerationConfig.from_pretrained(path)
+    _read_generation_config(model, path)
     if single is not None:
         return model.to(single)  # the parameters are there already; this moves the RoPE buffers
     from accelerate import dispatch_model

@@ -136,7 +136,7 @@ def fingerprint(cfg: dict[str, Any], *inputs: str | Path) -> str:
 
 def shard_parent(choice: str, parent: torch.nn.Module, device: torch.device) -> bool:
     """gkd.parent_sharding for this parent on this device (gkd_memory.parent_sharded)."""
-    size = sum(p.numel() * p.element_size() for p in parent.parameters())
+    size = checkpoint.model_bytes(parent)
     gpu = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
     return gkd_memory.parent_sharded(choice, size, gpu)
 
