@@ -359,6 +359,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "costs.n_copies",
         "costs.statistic",
         "costs.clock",
+        "costs.threads",
         "costs.interval",
         "costs.bootstrap",
         "costs.remeasure",

@@ -558,7 +558,7 @@ def run(
 
         from puzzle.training import pick_device
 
-        torch.set_num_threads(cfg["threads"])
+        torch.set_num_threads(cfg["costs"].get("threads") or cfg["threads"])
         device = pick_device(cfg["device"])
         dtype = spec["dtype"] if spec["dtype"] != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
         memory = spec["memory_gb"] * 1e9 if spec["memory_gb"] else device_memory_bytes(device)

@@ -260,6 +260,7 @@ def evaluate(
                 "shard": str(test_shard),
             },
             "throughput": speed,
+            "timing": {"clock": e["clock"], "threads": e["threads"] or cfg["threads"]},
             "lm_eval": lm_eval_scores(model, path, e),
         }
 
@@ -275,15 +276,17 @@ def evaluate(
         model = load_model(path, device, dtype)
         arch = arch_of[name] = architecture(model)
         if arch not in speeds:
-            timed = throughput(
-                {"parent": parent, name: model},
-                scenario_list,
-                tokens,
-                e["repeats"],
-                e["warmup"],
-                reference="parent",
-                level=e["interval"],
-            )
+            with timing.threads(e["threads"]):
+                timed = throughput(
+                    {"parent": parent, name: model},
+                    scenario_list,
+                    tokens,
+                    e["repeats"],
+                    e["warmup"],
+                    clock=e["clock"],
+                    reference="parent",
+                    level=e["interval"],
+                )
             warn_unmeasurable(name, timed[name], timed["parent"], e["max_spread"])
             speeds[arch] = (timed[name], timed["parent"])
             speeds.setdefault(parent_arch, (timed["parent"], timed["parent"]))
@@ -291,7 +294,10 @@ def evaluate(
         del model
         free_memory(device)
     if parent_arch not in speeds:  # the parent alone
-        alone = throughput({"parent": parent}, scenario_list, tokens, e["repeats"], e["warmup"])["parent"]
+        with timing.threads(e["threads"]):
+            alone = throughput(
+                {"parent": parent}, scenario_list, tokens, e["repeats"], e["warmup"], clock=e["clock"]
+            )["parent"]
         speeds[parent_arch] = (alone, alone)
     rows = {"parent": row("parent", parent_dir, parent, speeds[parent_arch][0], parent), **rows}
     for name, r in rows.items():
