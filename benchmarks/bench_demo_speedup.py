@@ -26,9 +26,9 @@ from puzzle import cost_model as cm
 from puzzle.convert import decilm_config_from_llama
 
 REPO = Path(__file__).resolve().parents[1]
-CHILDREN = [  # near 2.17x on the costs measured for the default (MHA parent, batch 64)
-    "attn_kv1+ffn_100,attn_kv1+ffn_50,attn_linear+ffn_100,attn_linear+ffn_25",
-    "attn_kv1+ffn_100,attn_kv1+ffn_25,attn_kv1+ffn_noop,attn_noop+ffn_linear",
+CHILDREN = [  # the MIP's 2.17x children on three timings of the default's costs (batch 256, 2026-12-02)
+    "attn_linear+ffn_50,attn_kv1+ffn_50,attn_kv1+ffn_100,attn_kv1+ffn_100",
+    "attn_linear+ffn_50,attn_kv1+ffn_50,attn_kv1+ffn_50,attn_kv1+ffn_100",
 ]
 
 
@@ -60,11 +60,13 @@ def main() -> None:
     ap.add_argument("--child", action="append", help="comma-separated attention+ffn per layer (repeatable)")
     ap.add_argument("--trials", type=int, default=3, help="independent evaluate-style timings")
     ap.add_argument("--costs", help="a costs.csv to print each child's predicted speed-up from")
-    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    ap.add_argument("--clock", choices=["wall", "cpu"], help="default: the config's evaluate.clock")
     ap.add_argument("--statistic", choices=["median", "min"], default="median")
     args = ap.parse_args()
     cfg = config_mod.load(args.config)
-    torch.set_num_threads(cfg["threads"])
+    e = cfg["evaluate"]
+    clock = args.clock or e["clock"]
+    torch.set_num_threads(e["threads"] or cfg["threads"])
     s = next(x for x in cfg["costs"]["scenarios"] if x["name"] == cfg["search"]["scenario"])
     scenario = {"name": s["name"], "batch": s["batch_sizes"][0], **{k: s[k] for k in ("input_len", "output_len")}}
     pc = parent_config(cfg)
@@ -79,13 +81,12 @@ def main() -> None:
         mc._attn_implementation = "sdpa"
         models[name] = costs.build_model(mc, torch.device("cpu"), torch.float32)
     tokens = np.random.default_rng(0).integers(4, pc["vocab_size"], 100_000)
-    e = cfg["evaluate"]
-    print(f"scenario {scenario}, {e['repeats']} rounds + {e['warmup']} warm-up per trial, {cfg['threads']} threads, "
-          f"{args.statistic} of the {args.clock} clock")
+    print(f"scenario {scenario}, {e['repeats']} rounds + {e['warmup']} warm-up per trial, "
+          f"{torch.get_num_threads()} threads, {args.statistic} of the {clock} clock")
     speedups = {name: [] for name in archs if name != "parent"}
     for trial in range(args.trials):
         out = evaluate.throughput(
-            models, [scenario], tokens, e["repeats"], e["warmup"], args.statistic, seed=trial, clock=args.clock
+            models, [scenario], tokens, e["repeats"], e["warmup"], args.statistic, seed=trial, clock=clock
         )
         key = evaluate.scenario_key(scenario)
         base = out["parent"][key]["tokens_per_s"]

@@ -77,7 +77,7 @@ def test_cli_writes_per_model_json_and_the_summary(tiny, capsys):
     root, parent_dir, child_dir, same_dir, data = tiny
     solution = write_solution(root / "solution.json", parent_dir, [PARENT_BLOCK] * 3)
     extra = {"name": "long", "batch": 1, "input_len": 4, "output_len": 9}
-    c = child_cfg(evaluate={"scenarios": [extra], "lm_eval_tasks": ["toy_task"]})
+    c = child_cfg(evaluate={"scenarios": [extra], "lm_eval_tasks": ["toy_task"], "clock": "cpu", "threads": 1})
     out = root / "eval" / "tgt" / "chat" / "2x"
     argv = [
         "evaluate",
@@ -99,6 +99,7 @@ def test_cli_writes_per_model_json_and_the_summary(tiny, capsys):
     assert cli.main(argv) == 0
     rows = {m: json.loads((out / f"{m}.json").read_text()) for m in ("parent", "child", "gkd")}
     p, ch = rows["parent"], rows["child"]
+    assert ch["timing"] == {"clock": "cpu", "threads": 1}  # timed as asked, and the JSON says how
     assert p["quality"]["kl"] == 0.0 and p["throughput_ratio"] == {"chat_b2": 1.0, "long_b1": 1.0}
     assert set(ch["throughput"]) == {"chat_b2", "long_b1"}
     assert (

@@ -13,6 +13,27 @@ PARENT = {"model_type": "llama", "hidden_size": 32, "num_attention_heads": 4, "n
 ARCH = cm.Arch.from_config(PARENT)
 
 
+def test_cpu_clock_times_a_cpu_by_its_process_time_and_a_gpu_by_the_wall_clock():
+    import time
+    from types import SimpleNamespace
+
+    assert timing.Timer(torch.device("cpu"), 0, 1, clock="cpu").clock is time.process_time
+    assert timing.Timer(SimpleNamespace(type="cuda"), 0, 1, clock="cpu").clock is time.perf_counter
+    assert timing.Timer(torch.device("cpu"), 0, 1, clock="wall").clock is time.perf_counter
+    with pytest.raises(ValueError, match="clock = 'gpu'"):
+        timing.Timer(torch.device("cpu"), 0, 1, clock="gpu")
+
+
+def test_threads_are_set_while_timing_and_restored_after_an_error():
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError), timing.threads(1):
+        assert torch.get_num_threads() == 1
+        raise RuntimeError("a timing failed")
+    assert torch.get_num_threads() == before
+    with timing.threads(None):
+        assert torch.get_num_threads() == before
+
+
 def test_round_robin_visits_every_model_once_per_round():
     orders = timing.round_robin_orders(5, 7, seed=3)
     assert len(orders) == 7 and all(sorted(o) == list(range(5)) for o in orders)
