@@ -1,6 +1,8 @@
 """The one timing harness: rounds in a shuffled order, round normalization, bootstrap intervals that
 cover what synthetic timings with a known noise hide, and the same harness under evaluate."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,6 @@ ARCH = cm.Arch.from_config(PARENT)
 
 
 def test_cpu_clock_times_a_cpu_by_its_process_time_and_a_gpu_by_the_wall_clock():
-    import time
     from types import SimpleNamespace
 
     assert timing.Timer(torch.device("cpu"), 0, 1, clock="cpu").clock is time.process_time
@@ -146,6 +147,7 @@ def test_evaluate_throughput_is_timed_by_the_same_rounds(monkeypatch):
 
     def spy(calls, timer, rounds=None, seed=0, after=None, warmup=True):
         seen["n"], seen["repeats"], seen["warmup"] = len(calls), timer.repeats, timer.warmup
+        seen["threads"], seen["clock"] = torch.get_num_threads(), timer.clock
         return real(calls, timer, rounds, seed, after, warmup)
 
     monkeypatch.setattr(timing, "time_calls", spy)
@@ -167,6 +169,8 @@ def test_evaluate_throughput_is_timed_by_the_same_rounds(monkeypatch):
         repeats=3,
         warmup=1,
     )
+    before = torch.get_num_threads()
+    assert seen.pop("threads") == before and seen.pop("clock") is time.perf_counter
     assert seen == {"n": 2, "repeats": 3, "warmup": 1}  # equal architectures share one measurement
     assert out["same"]["s_b2"]["measured_as"] == "parent" and len(out["child"]["s_b2"]["seconds"]) == 3
     assert out["child"]["s_b2"]["tokens_per_s"] > 0 and "speedup_interval" not in out["child"]["s_b2"]
@@ -177,7 +181,12 @@ def test_evaluate_throughput_is_timed_by_the_same_rounds(monkeypatch):
         repeats=3,
         warmup=1,
         reference="parent",
+        clock="cpu",
+        threads=1 if before != 1 else 2,
     )
+    # timed on the threads and clock asked for, and the caller's threads are back afterwards
+    assert seen["threads"] == (1 if before != 1 else 2) and seen["clock"] is time.process_time
+    assert torch.get_num_threads() == before
     lo, hi = ref["child"]["s_b2"]["speedup_interval"]
     ratio = ref["child"]["s_b2"]["tokens_per_s"] / ref["parent"]["s_b2"]["tokens_per_s"]
     assert 0 < lo <= hi and ratio > 0 and ref["same"]["s_b2"]["speedup_interval"] == [1.0, 1.0]

@@ -133,6 +133,7 @@ def throughput(
     clock: str = "wall",
     reference: str | None = None,
     level: float = 0.9,
+    threads: int | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """{model: {scenario key: {batch, input_len, output_len, tokens_per_s, seconds, measured_as}}}.
 
@@ -141,7 +142,7 @@ def throughput(
     out, and tokens_per_s is batch * output_len over the statistic of those seconds; `seconds` are
     the raw times of the rounds. With a `reference` model, each entry also has `speedup_interval`:
     the central `level` of its speed-up over the reference across bootstrap resamples of whole rounds
-    (paired, as they were timed together)."""
+    (paired, as they were timed together). `threads`: torch's CPU threads while timing (None: as set)."""
     reps: dict[str, str] = {}
     for name, model in models.items():
         reps.setdefault(architecture(model), name)
@@ -155,7 +156,8 @@ def throughput(
         calls = [
             lambda m=models[name], p=prompts, n=s["output_len"]: greedy_generate(m, p, n) for name in timed
         ]
-        raw = timing.time_calls(calls, timer, seed=seed + i)
+        with timing.threads(threads):
+            raw = timing.time_calls(calls, timer, seed=seed + i)
         stat = dict(zip(timed, timing.summarize(raw, statistic)))
         seconds = dict(zip(timed, raw))
         boot = dict(zip(timed, timing.resampled(raw, statistic, seed=seed + i))) if reference else {}
@@ -276,17 +278,17 @@ def evaluate(
         model = load_model(path, device, dtype)
         arch = arch_of[name] = architecture(model)
         if arch not in speeds:
-            with timing.threads(e["threads"]):
-                timed = throughput(
-                    {"parent": parent, name: model},
-                    scenario_list,
-                    tokens,
-                    e["repeats"],
-                    e["warmup"],
-                    clock=e["clock"],
-                    reference="parent",
-                    level=e["interval"],
-                )
+            timed = throughput(
+                {"parent": parent, name: model},
+                scenario_list,
+                tokens,
+                e["repeats"],
+                e["warmup"],
+                clock=e["clock"],
+                reference="parent",
+                level=e["interval"],
+                threads=e["threads"],
+            )
             warn_unmeasurable(name, timed[name], timed["parent"], e["max_spread"])
             speeds[arch] = (timed[name], timed["parent"])
             speeds.setdefault(parent_arch, (timed["parent"], timed["parent"]))
@@ -294,10 +296,10 @@ def evaluate(
         del model
         free_memory(device)
     if parent_arch not in speeds:  # the parent alone
-        with timing.threads(e["threads"]):
-            alone = throughput(
-                {"parent": parent}, scenario_list, tokens, e["repeats"], e["warmup"], clock=e["clock"]
-            )["parent"]
+        alone = throughput(
+            {"parent": parent}, scenario_list, tokens, e["repeats"], e["warmup"],
+            clock=e["clock"], threads=e["threads"],
+        )["parent"]
         speeds[parent_arch] = (alone, alone)
     rows = {"parent": row("parent", parent_dir, parent, speeds[parent_arch][0], parent), **rows}
     for name, r in rows.items():
