@@ -26,7 +26,9 @@ from puzzle import cost_model as cm
 from puzzle.convert import decilm_config_from_llama
 
 REPO = Path(__file__).resolve().parents[1]
-CHILDREN = [  # the MIP's 2.17x children on three timings of the default's costs (batch 256, 2026-12-02)
+CHILDREN = [  # the MIP's 2.17x children of the README's runs A and B and of two more timings of the default's costs
+    "attn_linear+ffn_25,attn_linear+ffn_50,attn_kv1+ffn_75,attn_kv2+ffn_75",
+    "attn_linear+ffn_25,attn_kv1+ffn_50,attn_kv1+ffn_75,attn_kv1+ffn_75",
     "attn_linear+ffn_50,attn_kv1+ffn_50,attn_kv1+ffn_100,attn_kv1+ffn_100",
     "attn_linear+ffn_50,attn_kv1+ffn_50,attn_kv1+ffn_50,attn_kv1+ffn_100",
 ]
